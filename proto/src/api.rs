@@ -1,0 +1,131 @@
+//! The JSON the socket API answers with (`/v1/...`). The daemon serialises these
+//! and the client reads them back, so both ends share one definition.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Header carried by every answer of the socket API.
+pub const VERSION_HEADER: &str = "x-kitty-syncd-version";
+
+/// `202` to `POST /v1/events`: every event is committed to queue.db.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmitResponse {
+    /// Always `"queued"`.
+    pub status: String,
+    pub events: Vec<Accepted>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub event_id: String,
+    /// The value stamped on a draft, or the relayed envelope's own value.
+    pub lamport_clock: u64,
+    /// The event_id was already queued; the existing row was kept as it was.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A short code: `invalid_json`, `invalid_event`, `payload_too_large`,
+    /// `queue_full`, `forbidden`, `not_found`, `bad_request`, `storage_error`,
+    /// `shutting_down`.
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The event's position when the request was an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub version: String,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub pid: u32,
+    pub version: String,
+}
+
+/// `GET /v1/queue?limit=N`: the oldest queued events first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub depth: u64,
+    pub events: Vec<QueueEntry>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    /// Enqueue time, epoch seconds.
+    pub timestamp: i64,
+    pub retry_count: i64,
+    /// The stored envelope; a row whose `data` is not JSON (written by some other
+    /// tool) shows as a string.
+    pub envelope: Value,
+}
+
+/// `GET /v1/status`, and what `status` prints from disk when no daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub version: String,
+    pub uptime_secs: Option<u64>,
+    pub socket: String,
+    pub home: String,
+    pub queue: QueueStats,
+    pub clock: ClockStatus,
+    pub team_slug: String,
+    pub server_url: String,
+    pub logged_in: bool,
+    pub username: Option<String>,
+    /// `Connected`, `Reconnecting`, `Offline`, `OfflineBatchMode`, `AuthRequired`.
+    pub connection: String,
+    /// How the daemon was started: `systemd`, `launchd` or `manual`.
+    pub supervisor: Option<String>,
+    /// Events waiting in the spool for a daemon to stamp them.
+    pub spooled: u64,
+    /// When not running: the command that starts the daemon.
+    pub start_hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub depth: u64,
+    pub max_queue_size: u64,
+    pub oldest_age_secs: Option<u64>,
+    pub retries: RetryDistribution,
+    pub top_event_types: Vec<TypeCount>,
+}
+
+/// How many queued events have been retried 0, 1-3 and 4 or more times.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryDistribution {
+    #[serde(rename = "0")]
+    pub none: u64,
+    #[serde(rename = "1-3")]
+    pub few: u64,
+    #[serde(rename = "4+")]
+    pub many: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCount {
+    pub event_type: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    pub value: u64,
+    pub node_id: String,
+}

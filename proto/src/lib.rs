@@ -1,0 +1,37 @@
+//! The language kitty-syncd, its client and its tests share.
+//!
+//! Everything here is pure: no sockets, no database, no clock. The only I/O is
+//! reading environment variables to find `<home>` ([`home`]).
+//!
+//! - [`rules`]: the small lexical rules of CONTRACT.md §2 (ULID, `WPnn`, slugs, times).
+//! - [`payloads`]: the eight 028 event types and their payload schemas.
+//! - [`draft`]: an event the daemon completes (stamps) before queueing.
+//! - [`envelope`]: a complete envelope built elsewhere, relayed unchanged.
+//! - [`request`]: parsing a `POST /v1/events` body into validated submissions.
+//! - [`api`]: the JSON shapes of the socket API's answers.
+
+pub mod api;
+pub mod draft;
+pub mod envelope;
+pub mod home;
+pub mod payloads;
+pub mod request;
+pub mod rules;
+
+pub use draft::Draft;
+pub use envelope::{Envelope, RelayedEnvelope};
+pub use request::{RequestError, Submission, parse_events_request};
+pub use rules::Violation;
+
+/// The version every binary and every socket answer reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The largest request body the socket API reads (1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The most events one request (or one batch) may carry.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
+
+/// The largest Lamport value accepted: 2^53 - 1, the largest integer that the
+/// Python and JavaScript ends of spec-kitty read back exactly.
+pub const MAX_LAMPORT: u64 = (1 << 53) - 1;

@@ -1,0 +1,420 @@
+//! The eight event types of feature 028 and their payload schemas (CONTRACT.md §2).
+//!
+//! Validation also completes the optional fields that have defaults, so that a
+//! stamped draft carries what the Python CLI's Pydantic models would have sent.
+//! Fields the schema does not name are kept: later CLI versions add some.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::rules::{self, Violation};
+
+/// The aggregate an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggregateType {
+    WorkPackage,
+    Feature,
+}
+
+impl AggregateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkPackage => "WorkPackage",
+            Self::Feature => "Feature",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "WorkPackage" => Some(Self::WorkPackage),
+            "Feature" => Some(Self::Feature),
+            _ => None,
+        }
+    }
+}
+
+/// The eight event types the daemon builds from drafts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    WPStatusChanged,
+    WPCreated,
+    WPAssigned,
+    FeatureCreated,
+    FeatureCompleted,
+    HistoryAdded,
+    ErrorLogged,
+    DependencyResolved,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        Self::WPStatusChanged,
+        Self::WPCreated,
+        Self::WPAssigned,
+        Self::FeatureCreated,
+        Self::FeatureCompleted,
+        Self::HistoryAdded,
+        Self::ErrorLogged,
+        Self::DependencyResolved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WPStatusChanged => "WPStatusChanged",
+            Self::WPCreated => "WPCreated",
+            Self::WPAssigned => "WPAssigned",
+            Self::FeatureCreated => "FeatureCreated",
+            Self::FeatureCompleted => "FeatureCompleted",
+            Self::HistoryAdded => "HistoryAdded",
+            Self::ErrorLogged => "ErrorLogged",
+            Self::DependencyResolved => "DependencyResolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The names, for error messages and `--help`.
+    pub fn names() -> String {
+        Self::ALL.map(|t| t.as_str()).join(", ")
+    }
+}
+
+/// Which aggregate a validated payload belongs to, and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    pub kind: AggregateType,
+    pub id: String,
+}
+
+const STATUSES: &[&str] = &["planned", "doing", "for_review", "done"];
+const LANES: &[&str] = &[
+    "planned",
+    "claimed",
+    "in_progress",
+    "for_review",
+    "done",
+    "blocked",
+    "canceled",
+];
+const PHASES: &[&str] = &["implementation", "review"];
+const ENTRY_TYPES: &[&str] = &["note", "review", "error", "comment"];
+const ERROR_TYPES: &[&str] = &["validation", "runtime", "network", "auth", "unknown"];
+const RESOLUTIONS: &[&str] = &["completed", "skipped", "merged"];
+
+/// Checks `payload` against the schema of `ty`, fills in defaults, and returns
+/// the aggregate the event belongs to.
+pub fn validate_payload(ty: EventType, payload: &mut Map<String, Value>) -> Result<Aggregate, Violation> {
+    let p = Fields(&*payload);
+    let aggregate = match ty {
+        EventType::WPStatusChanged => {
+            let wp = p.wp_id("wp_id")?;
+            if p.0.contains_key("from_lane") || p.0.contains_key("to_lane") {
+                // The lane shape the CLI sends from mid-February 2026 on.
+                p.one_of("from_lane", LANES)?;
+                p.one_of("to_lane", LANES)?;
+                p.opt_str("actor")?;
+            } else {
+                p.one_of("previous_status", STATUSES)?;
+                p.one_of("new_status", STATUSES)?;
+                p.opt_str("changed_by")?;
+            }
+            p.opt_str("feature_slug")?;
+            work_package(wp)
+        }
+        EventType::WPCreated => {
+            let wp = p.wp_id("wp_id")?;
+            p.non_empty("title")?;
+            p.non_empty("feature_slug")?;
+            match p.0.get("dependencies") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if !item.as_str().is_some_and(rules::is_wp_id) {
+                            return Err(field_rule(&format!("dependencies[{i}]"), "must be a WP id matching ^WP\\d{2}$"));
+                        }
+                    }
+                }
+                Some(_) => return Err(field_rule("dependencies", "must be a list of WP ids")),
+            }
+            work_package(wp)
+        }
+        EventType::WPAssigned => {
+            let wp = p.wp_id("wp_id")?;
+            p.non_empty("agent_id")?;
+            p.one_of("phase", PHASES)?;
+            p.opt_uint("retry_count")?;
+            work_package(wp)
+        }
+        EventType::FeatureCreated => {
+            let slug = p.str_matching("feature_slug", rules::is_feature_slug, "must match ^\\d{3}-[a-z0-9-]+$")?;
+            p.str_matching("feature_number", rules::is_feature_number, "must match ^\\d{3}$")?;
+            p.non_empty("target_branch")?;
+            p.uint("wp_count")?;
+            p.opt_time("created_at")?;
+            feature(slug)
+        }
+        EventType::FeatureCompleted => {
+            let slug = p.non_empty("feature_slug")?;
+            p.uint("total_wps")?;
+            p.opt_time("completed_at")?;
+            match p.0.get("total_duration") {
+                None | Some(Value::Null | Value::String(_) | Value::Number(_)) => {}
+                Some(_) => return Err(field_rule("total_duration", "must be a string or a number")),
+            }
+            feature(slug)
+        }
+        EventType::HistoryAdded => {
+            let wp = p.wp_id("wp_id")?;
+            p.one_of("entry_type", ENTRY_TYPES)?;
+            p.non_empty("entry_content")?;
+            p.opt_str("author")?;
+            work_package(wp)
+        }
+        EventType::ErrorLogged => {
+            p.one_of("error_type", ERROR_TYPES)?;
+            p.non_empty("error_message")?;
+            p.opt_str("stack_trace")?;
+            p.opt_str("agent_id")?;
+            match p.opt_str("wp_id")? {
+                Some(wp) if rules::is_wp_id(wp) => work_package(wp),
+                Some(_) => return Err(field_rule("wp_id", "must match ^WP\\d{2}$")),
+                None => Aggregate {
+                    kind: AggregateType::Feature,
+                    id: "error".into(),
+                },
+            }
+        }
+        EventType::DependencyResolved => {
+            let wp = p.wp_id("wp_id")?;
+            p.wp_id("dependency_wp_id")?;
+            p.one_of("resolution_type", RESOLUTIONS)?;
+            work_package(wp)
+        }
+    };
+    fill_defaults(ty, payload);
+    Ok(aggregate)
+}
+
+fn fill_defaults(ty: EventType, payload: &mut Map<String, Value>) {
+    match ty {
+        EventType::WPStatusChanged if !payload.contains_key("from_lane") && !payload.contains_key("to_lane") => {
+            default(payload, "changed_by", "user")
+        }
+        EventType::WPCreated => default(payload, "dependencies", Value::Array(vec![])),
+        EventType::WPAssigned => default(payload, "retry_count", 0),
+        EventType::HistoryAdded => default(payload, "author", "user"),
+        _ => {}
+    }
+}
+
+fn work_package(wp: &str) -> Aggregate {
+    Aggregate {
+        kind: AggregateType::WorkPackage,
+        id: wp.to_owned(),
+    }
+}
+
+fn feature(slug: &str) -> Aggregate {
+    Aggregate {
+        kind: AggregateType::Feature,
+        id: slug.to_owned(),
+    }
+}
+
+fn default(payload: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
+    if matches!(payload.get(key), None | Some(Value::Null)) {
+        payload.insert(key.to_owned(), value.into());
+    }
+}
+
+fn field_rule(key: &str, rule: &str) -> Violation {
+    Violation::new(format!("payload.{key}"), rule)
+}
+
+/// Typed reads of payload fields that fail with a [`Violation`] naming the field.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn present(&self, key: &str) -> Result<&'a Value, Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Err(field_rule(key, "is required")),
+            Some(v) => Ok(v),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<&'a str, Violation> {
+        self.present(key)?
+            .as_str()
+            .ok_or_else(|| field_rule(key, "must be a string"))
+    }
+
+    fn non_empty(&self, key: &str) -> Result<&'a str, Violation> {
+        let s = self.string(key)?;
+        if s.trim().is_empty() {
+            return Err(field_rule(key, "must be a non-empty string"));
+        }
+        Ok(s)
+    }
+
+    fn str_matching(&self, key: &str, ok: fn(&str) -> bool, rule: &str) -> Result<&'a str, Violation> {
+        let s = self.string(key)?;
+        if !ok(s) {
+            return Err(field_rule(key, rule));
+        }
+        Ok(s)
+    }
+
+    fn wp_id(&self, key: &str) -> Result<&'a str, Violation> {
+        self.str_matching(key, rules::is_wp_id, "must match ^WP\\d{2}$")
+    }
+
+    fn one_of(&self, key: &str, allowed: &[&str]) -> Result<&'a str, Violation> {
+        let s = self.string(key)?;
+        if !allowed.contains(&s) {
+            return Err(field_rule(key, &format!("must be one of {}", allowed.join(", "))));
+        }
+        Ok(s)
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<&'a str>, Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(field_rule(key, "must be a string")),
+        }
+    }
+
+    fn uint(&self, key: &str) -> Result<u64, Violation> {
+        self.present(key)?
+            .as_u64()
+            .ok_or_else(|| field_rule(key, "must be an integer >= 0"))
+    }
+
+    fn opt_uint(&self, key: &str) -> Result<Option<u64>, Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.uint(key).map(Some),
+        }
+    }
+
+    fn opt_time(&self, key: &str) -> Result<(), Violation> {
+        match self.opt_str(key)? {
+            Some(s) if !rules::is_iso8601(s) => Err(field_rule(key, "must be an ISO-8601 date-time")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(ty: EventType, v: Value) -> Result<(Aggregate, Value), Violation> {
+        let mut map = v.as_object().unwrap().clone();
+        let agg = validate_payload(ty, &mut map)?;
+        Ok((agg, Value::Object(map)))
+    }
+
+    #[test]
+    fn status_changed_both_shapes() {
+        let (agg, p) = check(
+            EventType::WPStatusChanged,
+            json!({"wp_id":"WP01","previous_status":"planned","new_status":"doing"}),
+        )
+        .unwrap();
+        assert_eq!(agg, work_package("WP01"));
+        assert_eq!(p["changed_by"], "user");
+        let (_, p) = check(
+            EventType::WPStatusChanged,
+            json!({"wp_id":"WP02","from_lane":"claimed","to_lane":"in_progress","actor":"claude"}),
+        )
+        .unwrap();
+        assert!(p.get("changed_by").is_none());
+        let e = check(
+            EventType::WPStatusChanged,
+            json!({"wp_id":"WP01","previous_status":"planned","new_status":"in_progress"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "payload.new_status");
+        let e = check(EventType::WPStatusChanged, json!({"wp_id":"WP1"})).unwrap_err();
+        assert_eq!(e.field, "payload.wp_id");
+    }
+
+    #[test]
+    fn defaults_are_filled() {
+        let (_, p) = check(
+            EventType::WPCreated,
+            json!({"wp_id":"WP03","title":"Build it","feature_slug":"028-x"}),
+        )
+        .unwrap();
+        assert_eq!(p["dependencies"], json!([]));
+        let (_, p) = check(
+            EventType::WPAssigned,
+            json!({"wp_id":"WP03","agent_id":"claude","phase":"review"}),
+        )
+        .unwrap();
+        assert_eq!(p["retry_count"], 0);
+        let (_, p) = check(
+            EventType::HistoryAdded,
+            json!({"wp_id":"WP03","entry_type":"note","entry_content":"hi"}),
+        )
+        .unwrap();
+        assert_eq!(p["author"], "user");
+    }
+
+    #[test]
+    fn feature_events() {
+        let (agg, _) = check(
+            EventType::FeatureCreated,
+            json!({"feature_slug":"028-cli","feature_number":"028","target_branch":"main","wp_count":3}),
+        )
+        .unwrap();
+        assert_eq!(agg, feature("028-cli"));
+        let e = check(
+            EventType::FeatureCreated,
+            json!({"feature_slug":"028-cli","feature_number":"028","target_branch":"main","wp_count":-1}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "payload.wp_count");
+        let e = check(
+            EventType::FeatureCompleted,
+            json!({"feature_slug":"028-cli","total_wps":"3"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "payload.total_wps");
+    }
+
+    #[test]
+    fn error_logged_aggregate_depends_on_wp_id() {
+        let (agg, _) = check(
+            EventType::ErrorLogged,
+            json!({"error_type":"runtime","error_message":"boom"}),
+        )
+        .unwrap();
+        assert_eq!(agg, Aggregate { kind: AggregateType::Feature, id: "error".into() });
+        let (agg, _) = check(
+            EventType::ErrorLogged,
+            json!({"error_type":"runtime","error_message":"boom","wp_id":"WP07"}),
+        )
+        .unwrap();
+        assert_eq!(agg, work_package("WP07"));
+    }
+
+    #[test]
+    fn dependency_resolved() {
+        assert!(check(
+            EventType::DependencyResolved,
+            json!({"wp_id":"WP02","dependency_wp_id":"WP01","resolution_type":"merged"}),
+        )
+        .is_ok());
+        let e = check(
+            EventType::DependencyResolved,
+            json!({"wp_id":"WP02","dependency_wp_id":"WP01","resolution_type":"maybe"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "payload.resolution_type");
+    }
+}

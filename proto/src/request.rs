@@ -1,0 +1,228 @@
+//! Parsing a `POST /v1/events` body: one event or an array of up to 1,000, each
+//! a draft or a complete envelope. All or nothing: the first broken rule fails
+//! the whole request.
+//!
+//! An object that carries `lamport_clock` is a complete envelope; any other
+//! object is a draft.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::draft::Draft;
+use crate::envelope::{RelayedEnvelope, validate_envelope};
+use crate::rules::Violation;
+use crate::{MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST};
+
+/// One event of a request, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submission {
+    Draft(Draft),
+    Envelope(RelayedEnvelope),
+}
+
+impl Submission {
+    /// The event_id fixed before stamping, if any.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            Self::Draft(d) => d.event_id.as_deref(),
+            Self::Envelope(e) => Some(&e.event_id),
+        }
+    }
+
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::Draft(d) => d.event_type.as_str(),
+            Self::Envelope(e) => &e.event_type,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request body is {len} bytes; the limit is {MAX_BODY_BYTES}")]
+    TooLarge { len: usize },
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{}{violation}", index.map(|i| format!("event {i}: ")).unwrap_or_default())]
+    Invalid {
+        /// Position in the array, when the body was an array.
+        index: Option<usize>,
+        violation: Violation,
+    },
+}
+
+impl RequestError {
+    /// The HTTP status the socket API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::TooLarge { .. } => 413,
+            Self::InvalidJson(_) => 400,
+            Self::Invalid { .. } => 422,
+        }
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::Invalid { .. } => "invalid_event",
+        }
+    }
+}
+
+/// Parses and validates a request body.
+pub fn parse_events_request(body: &[u8]) -> Result<Vec<Submission>, RequestError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(RequestError::TooLarge { len: body.len() });
+    }
+    let text = std::str::from_utf8(body).map_err(|e| RequestError::InvalidJson(format!("not UTF-8: {e}")))?;
+    let top: &RawValue = serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let whole = |v: Violation| RequestError::Invalid { index: None, violation: v };
+    if top.get().starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(top.get()).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+        if items.is_empty() {
+            return Err(whole(Violation::new("events", "must hold at least one event")));
+        }
+        if items.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(whole(Violation::new(
+                "events",
+                format!("holds {}; at most {MAX_EVENTS_PER_REQUEST} events per request", items.len()),
+            )));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                parse_one(raw).map_err(|violation| RequestError::Invalid {
+                    index: Some(i),
+                    violation,
+                })
+            })
+            .collect()
+    } else {
+        parse_one(top).map(|s| vec![s]).map_err(whole)
+    }
+}
+
+/// Validates one event given as JSON text: a draft or a complete envelope.
+pub fn parse_one(raw: &RawValue) -> Result<Submission, Violation> {
+    let obj: Map<String, Value> = match serde_json::from_str(raw.get()) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => return Err(Violation::new("event", "must be a JSON object")),
+        // Valid JSON that serde_json still refuses: nested deeper than 128 levels.
+        Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
+    };
+    if obj.contains_key("lamport_clock") {
+        validate_envelope(raw.get(), &obj).map(Submission::Envelope)
+    } else {
+        Draft::from_object(obj).map(Submission::Draft)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DRAFT: &str = r#"{"event_type":"WPCreated","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
+
+    #[test]
+    fn single_and_array() {
+        assert_eq!(parse_events_request(DRAFT.as_bytes()).unwrap().len(), 1);
+        let arr = format!("[{DRAFT},{DRAFT}]");
+        assert_eq!(parse_events_request(arr.as_bytes()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(parse_events_request(b"{").unwrap_err().http_status(), 400);
+        assert_eq!(parse_events_request(b"\xff\xfe").unwrap_err().http_status(), 400);
+        assert_eq!(parse_events_request(b"[]").unwrap_err().http_status(), 422);
+        assert_eq!(parse_events_request(b"42").unwrap_err().http_status(), 422);
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(parse_events_request(&big).unwrap_err().http_status(), 413);
+        let many = format!("[{}]", vec![DRAFT; MAX_EVENTS_PER_REQUEST + 1].join(","));
+        assert_eq!(parse_events_request(many.as_bytes()).unwrap_err().http_status(), 422);
+    }
+
+    #[test]
+    fn array_is_all_or_nothing_and_names_the_index() {
+        let arr = format!(r#"[{DRAFT},{{"event_type":"WPCreated","payload":{{"wp_id":"WP1"}}}}]"#);
+        match parse_events_request(arr.as_bytes()).unwrap_err() {
+            RequestError::Invalid { index, violation } => {
+                assert_eq!(index, Some(1));
+                assert_eq!(violation.field, "payload.wp_id");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_a_clean_error() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_events_request(deep.as_bytes()).is_err());
+        let deep = format!(r#"{{"event_type":"WPCreated","payload":{}1{}}}"#, r#"{"a":"#.repeat(500), "}".repeat(500));
+        let err = parse_events_request(deep.as_bytes()).unwrap_err();
+        assert_eq!(err.http_status(), 422);
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![
+                "[a-zA-Z0-9_ -]{0,12}",
+                Just("WP01".to_string()),
+                Just("028-x".to_string()),
+                Just("01HX5ZQK3M8N9P0R1S2T3V4W5X".to_string()),
+                Just("2026-02-04T13:47:09+00:00".to_string()),
+                Just("planned".to_string()),
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("event_type".to_string()),
+                        Just("payload".to_string()),
+                        Just("wp_id".to_string()),
+                        Just("lamport_clock".to_string()),
+                        Just("event_id".to_string()),
+                        Just("aggregate_id".to_string()),
+                        "[a-z_]{1,10}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(e) = parse_events_request(&bytes) {
+                prop_assert!([400, 413, 422].contains(&e.http_status()));
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn random_json_never_panics(v in arb_json(), ty in prop::sample::select(crate::payloads::EventType::ALL.to_vec())) {
+            let _ = parse_events_request(v.to_string().as_bytes());
+            // Aim at the validators too: a plausible draft with a random payload.
+            let draft = serde_json::json!({"event_type": ty.as_str(), "payload": v});
+            if let Err(e) = parse_events_request(draft.to_string().as_bytes()) {
+                prop_assert_eq!(e.http_status(), 422);
+            }
+        }
+    }
+}
