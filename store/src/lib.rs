@@ -1,1 +1,52 @@
+//! kitty-syncd's state on disk, shared by the daemon and the client's fallback.
+//!
+//! Both must follow one set of rules for the Lamport clock and the queue, so
+//! the rules live here once:
+//! - [`db`]: opening queue.db and its schema (CONTRACT.md §1, plus `kitty_meta`).
+//! - [`queue`]: reading the queue: depth, statistics, the oldest rows.
+//! - [`ledger`]: the clock in memory and the group commit that stamps events and
+//!   writes them, with the clock's high-water mark, in one transaction.
+//! - [`clockfile`]: clock.json, the checkpoint for people and older tools.
+//! - [`node_id`], [`lock`], [`spool`], [`config`], [`credentials`], [`fsutil`].
 
+pub mod clockfile;
+pub mod config;
+pub mod credentials;
+pub mod db;
+pub mod fsutil;
+pub mod ledger;
+pub mod lock;
+pub mod node_id;
+pub mod queue;
+pub mod spool;
+
+pub use ledger::{CommitError, Job, Ledger};
+
+/// Errors from queue.db, with what we were doing when it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what}: {source}")]
+    Db {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Db { what, source }
+    }
+
+    pub(crate) fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.display().to_string();
+        move |source| Self::Io { what, path, source }
+    }
+}

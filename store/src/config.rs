@@ -1,0 +1,115 @@
+//! config.toml: `[sync] server_url` and `max_queue_size`. Other tables belong
+//! to other tools; we read what we need and never write this file.
+
+use std::path::Path;
+
+pub const DEFAULT_SERVER_URL: &str = "https://spec-kitty-dev.fly.dev";
+pub const DEFAULT_MAX_QUEUE_SIZE: u64 = 10_000;
+/// A ceiling on the cap, so a typo cannot ask for a queue that fills the disk.
+pub const MAX_MAX_QUEUE_SIZE: u64 = 10_000_000;
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server_url: String,
+    pub max_queue_size: u64,
+    /// The `[daemon] log` filter, e.g. `"info,kitty_syncd=debug"`, if set.
+    pub log_filter: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_url: DEFAULT_SERVER_URL.into(),
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            log_filter: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Reads config.toml; a missing file means the defaults.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let fail = |reason: String| ConfigError {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(fail(format!("cannot read: {e}"))),
+        Ok(m) if m.len() > MAX_FILE_BYTES => return Err(fail(format!("{} bytes; refusing a config over 1 MiB", m.len()))),
+        Ok(_) => {}
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    parse(&text).map_err(fail)
+}
+
+pub fn parse(text: &str) -> Result<Config, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| format!("not valid TOML: {}", e.message()))?;
+    let mut config = Config::default();
+    if let Some(sync) = table.get("sync") {
+        let sync = sync.as_table().ok_or("[sync] must be a table")?;
+        if let Some(v) = sync.get("server_url") {
+            let url = v.as_str().ok_or("[sync] server_url must be a string")?.trim();
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 9 {
+                return Err(format!("[sync] server_url must be an http(s) URL, not {url:?}"));
+            }
+            config.server_url = url.trim_end_matches('/').to_owned();
+        }
+        if let Some(v) = sync.get("max_queue_size") {
+            let n = v
+                .as_integer()
+                .filter(|n| (1..=MAX_MAX_QUEUE_SIZE as i64).contains(n))
+                .ok_or_else(|| format!("[sync] max_queue_size must be an integer from 1 to {MAX_MAX_QUEUE_SIZE}"))?;
+            config.max_queue_size = n as u64;
+        }
+    }
+    if let Some(daemon) = table.get("daemon") {
+        let daemon = daemon.as_table().ok_or("[daemon] must be a table")?;
+        if let Some(v) = daemon.get("log") {
+            config.log_filter = Some(v.as_str().ok_or("[daemon] log must be a string")?.to_owned());
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_values() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        let c = parse("[auth]\nx=1\n[sync]\nserver_url = \"http://127.0.0.1:9/\"\nmax_queue_size = 5\n").unwrap();
+        assert_eq!(c.server_url, "http://127.0.0.1:9");
+        assert_eq!(c.max_queue_size, 5);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, needle) in [
+            ("[sync", "TOML"),
+            ("sync = 1", "[sync]"),
+            ("[sync]\nmax_queue_size = \"10\"", "max_queue_size"),
+            ("[sync]\nmax_queue_size = 0", "max_queue_size"),
+            ("[sync]\nmax_queue_size = 99999999999", "max_queue_size"),
+            ("[sync]\nserver_url = \"ftp://x\"", "server_url"),
+            ("[sync]\nserver_url = 3", "server_url"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(&dir.path().join("config.toml")).unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,321 @@
+//! The ledger: the Lamport clock in memory and the one way events enter
+//! queue.db. Each [`Ledger::commit`] is one SQLite transaction holding any
+//! number of requests (group commit): every event is stamped, inserted, and the
+//! clock's high-water mark stored with them, so a value is issued only if the
+//! transaction that used it commits, and never twice.
+//!
+//! Whoever holds a ledger must hold `clock.lock` (see [`crate::lock`]).
+
+use chrono::{DateTime, Utc};
+use kitty_proto::api::Accepted;
+use kitty_proto::draft::Stamp;
+use kitty_proto::home::Home;
+use kitty_proto::{Submission, rules};
+use sqlx::{Connection, SqliteConnection};
+
+use crate::clockfile::{self, ClockFile};
+use crate::{StoreError, db, node_id, queue};
+
+/// One request: all its events are committed, or none.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub events: Vec<Submission>,
+    /// When the producer made the events, if earlier than now (spooled events).
+    pub made_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error(
+        "queue is full: it holds {depth} events and max_queue_size is {max}; \
+         the {wanted} new event(s) were refused and nothing changed"
+    )]
+    QueueFull { depth: u64, max: u64, wanted: usize },
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// How the clock was recovered when the ledger opened, for the log.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub clock_file: ClockFile,
+    pub high_water_mark: u64,
+    pub queue_max: u64,
+    pub value: u64,
+}
+
+impl Recovery {
+    /// clock.json should be rewritten now: missing, corrupt or behind.
+    pub fn checkpoint_stale(&self) -> bool {
+        !matches!(self.clock_file, ClockFile::Valid { value, .. } if value == self.value)
+    }
+}
+
+pub struct Ledger {
+    conn: SqliteConnection,
+    stamper: Stamper,
+    max_queue_size: u64,
+}
+
+/// The clock and the ids: everything a commit changes besides the database.
+struct Stamper {
+    clock: u64,
+    node_id: String,
+    ulids: ulid::Generator,
+}
+
+impl Ledger {
+    /// Opens queue.db and resumes the clock from the largest of clock.json, the
+    /// stored high-water mark and the largest `lamport_clock` in the queue, so a
+    /// corrupt, deleted or stale clock.json can only move it up, never back.
+    pub async fn open(home: &Home, max_queue_size: u64) -> Result<(Self, Recovery), StoreError> {
+        let mut conn = db::open_writer(&home.queue_db()).await?;
+        let clock_file = clockfile::read(&home.clock_json());
+        let high_water_mark = queue::high_water_mark(&mut conn).await?;
+        let queue_max = queue::max_lamport(&mut conn).await?;
+        let value = clock_file.value().max(high_water_mark).max(queue_max);
+        let node_id = match &clock_file {
+            ClockFile::Valid { node_id: Some(id), .. } => id.clone(),
+            _ => node_id::compute(),
+        };
+        let recovery = Recovery {
+            clock_file,
+            high_water_mark,
+            queue_max,
+            value,
+        };
+        let ledger = Self {
+            conn,
+            stamper: Stamper {
+                clock: value,
+                node_id,
+                ulids: ulid::Generator::new(),
+            },
+            max_queue_size,
+        };
+        Ok((ledger, recovery))
+    }
+
+    /// The last Lamport value issued or received.
+    pub fn clock(&self) -> u64 {
+        self.stamper.clock
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.stamper.node_id
+    }
+
+    pub fn set_max_queue_size(&mut self, max: u64) {
+        self.max_queue_size = max;
+    }
+
+    /// Writes clock.json with the current value.
+    pub fn checkpoint(&self, home: &Home) -> std::io::Result<()> {
+        clockfile::write(&home.clock_json(), self.stamper.clock, &self.stamper.node_id)
+    }
+
+    /// Commits `jobs` in one transaction; one result per job, in order. A job
+    /// refused for the cap changes nothing; if the transaction fails, no job's
+    /// events are stored and the clock is as it was.
+    pub async fn commit(&mut self, jobs: &[Job], team_slug: &str) -> Vec<Result<Vec<Accepted>, CommitError>> {
+        let before = self.stamper.clock;
+        match self.commit_inner(jobs, team_slug).await {
+            Ok(results) => results,
+            Err(e) => {
+                self.stamper.clock = before;
+                let msg = e.to_string();
+                jobs.iter().map(|_| Err(CommitError::Storage(msg.clone()))).collect()
+            }
+        }
+    }
+
+    async fn commit_inner(
+        &mut self,
+        jobs: &[Job],
+        team_slug: &str,
+    ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
+        let start_clock = self.stamper.clock;
+        let now = Utc::now();
+        // IMMEDIATE takes the write lock at once, so the count below stays true
+        // until we commit even if the Python CLI writes the file too.
+        let mut tx = self
+            .conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db("cannot begin a queue transaction"))?;
+        let mut depth = queue::depth(&mut tx).await?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if depth + job.events.len() as u64 > self.max_queue_size {
+                results.push(Err(CommitError::QueueFull {
+                    depth,
+                    max: self.max_queue_size,
+                    wanted: job.events.len(),
+                }));
+                continue;
+            }
+            let made_at = job.made_at.unwrap_or(now);
+            let stamp_time = rules::format_utc(made_at);
+            let mut accepted = Vec::with_capacity(job.events.len());
+            for event in &job.events {
+                let a = self
+                    .stamper
+                    .insert_one(&mut tx, event, &stamp_time, made_at.timestamp(), team_slug)
+                    .await?;
+                if !a.duplicate {
+                    depth += 1;
+                }
+                accepted.push(a);
+            }
+            results.push(Ok(accepted));
+        }
+        if self.stamper.clock != start_clock {
+            queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
+        }
+        tx.commit().await.map_err(StoreError::db("cannot commit to queue.db"))?;
+        Ok(results)
+    }
+
+}
+
+impl Stamper {
+    async fn insert_one(
+        &mut self,
+        conn: &mut SqliteConnection,
+        event: &Submission,
+        stamp_time: &str,
+        enqueued_at: i64,
+        team_slug: &str,
+    ) -> Result<Accepted, StoreError> {
+        let mark = self.clock;
+        let (event_id, lamport, data) = match event {
+            Submission::Draft(d) => {
+                let event_id = match &d.event_id {
+                    Some(id) => id.clone(),
+                    None => self.next_ulid(),
+                };
+                self.clock += 1;
+                let data = d.stamp(&Stamp {
+                    event_id: &event_id,
+                    lamport_clock: self.clock,
+                    node_id: &self.node_id,
+                    timestamp: stamp_time,
+                    team_slug,
+                });
+                (event_id, self.clock, data)
+            }
+            Submission::Envelope(e) => {
+                self.clock = self.clock.max(e.lamport_clock) + 1;
+                (e.event_id.clone(), e.lamport_clock, e.raw.clone())
+            }
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count)
+             VALUES (?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING",
+        )
+        .bind(&event_id)
+        .bind(event.event_type())
+        .bind(&data)
+        .bind(enqueued_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::db("cannot insert into the queue"))?
+        .rows_affected()
+            == 1;
+        if inserted {
+            return Ok(Accepted {
+                event_id,
+                lamport_clock: lamport,
+                duplicate: false,
+            });
+        }
+        // Already queued (a retry): keep the row as it is, and take back the
+        // value we stamped so that the sequence stays free of gaps.
+        self.clock = mark;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT json_extract(data, '$.lamport_clock') FROM queue WHERE event_id = ?")
+                .bind(&event_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("cannot read a queued event"))?
+                .flatten();
+        Ok(Accepted {
+            event_id,
+            lamport_clock: existing.map_or(lamport, |v| v.max(0) as u64),
+            duplicate: true,
+        })
+    }
+
+    fn next_ulid(&mut self) -> String {
+        match self.ulids.generate() {
+            Ok(u) => u.to_string(),
+            Err(overflow) => overflow.commit_overflow_increment().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kitty_proto::parse_events_request;
+
+    fn job(body: &str) -> Job {
+        Job {
+            events: parse_events_request(body.as_bytes()).unwrap(),
+            made_at: None,
+        }
+    }
+
+    const D: &str = r#"{"event_type":"WPCreated","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
+
+    #[tokio::test]
+    async fn stamps_in_order_and_recovers_upwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, r) = Ledger::open(&home, 10).await.unwrap();
+        assert_eq!(r.value, 0);
+        let res = l.commit(&[job(D), job(&format!("[{D},{D}]"))], "local").await;
+        let values: Vec<u64> = res.iter().flat_map(|r| r.as_ref().unwrap().iter().map(|a| a.lamport_clock)).collect();
+        assert_eq!(values, vec![1, 2, 3]);
+        // No clock.json was written: the high-water mark alone carries the clock.
+        drop(l);
+        let (l, r) = Ledger::open(&home, 10).await.unwrap();
+        assert_eq!((r.high_water_mark, r.queue_max, l.clock()), (3, 3, 3));
+        assert!(r.checkpoint_stale());
+        std::fs::write(home.clock_json(), "{corrupt").unwrap();
+        drop(l);
+        let (l, _) = Ledger::open(&home, 10).await.unwrap();
+        assert_eq!(l.clock(), 3);
+    }
+
+    #[tokio::test]
+    async fn duplicates_keep_one_row_and_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = Ledger::open(&home, 10).await.unwrap();
+        let with_id = r#"{"event_type":"WPCreated","event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
+        let a = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
+        let b = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
+        assert!(!a[0].duplicate && b[0].duplicate);
+        assert_eq!(b[0].lamport_clock, a[0].lamport_clock);
+        let c = l.commit(&[job(D)], "local").await.remove(0).unwrap();
+        assert_eq!(c[0].lamport_clock, 2);
+    }
+
+    #[tokio::test]
+    async fn cap_refuses_whole_request_and_envelopes_receive() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = Ledger::open(&home, 2).await.unwrap();
+        let res = l.commit(&[job(&format!("[{D},{D},{D}]")), job(D)], "acme").await;
+        assert!(matches!(res[0], Err(CommitError::QueueFull { depth: 0, max: 2, wanted: 3 })));
+        assert_eq!(res[1].as_ref().unwrap()[0].lamport_clock, 1);
+        let env = r#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","event_type":"Custom","aggregate_id":"a","aggregate_type":"Feature","payload":{},"node_id":"n","lamport_clock":40,"timestamp":"2026-02-04T13:47:09Z","team_slug":"acme"}"#;
+        let res = l.commit(&[job(env)], "acme").await.remove(0).unwrap();
+        assert_eq!(res[0].lamport_clock, 40);
+        assert_eq!(l.clock(), 41);
+        let full = l.commit(&[job(D)], "acme").await.remove(0);
+        assert!(matches!(full, Err(CommitError::QueueFull { .. })));
+        assert_eq!(l.clock(), 41, "a refused event does not move the clock");
+    }
+}
