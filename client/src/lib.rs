@@ -1,1 +1,250 @@
+//! kitty-sync: the thin client of kitty-syncd, as a library and a binary.
+//!
+//! [`Client::emit`] hands one event to the daemon and returns once it is
+//! durable. It never blocks for long and never loses the event: when no daemon
+//! answers within [`DAEMON_DEADLINE`], it queues the event itself
+//! ([`fallback`]), so the whole call stays within about a second whatever state
+//! the daemon is in.
 
+pub mod fallback;
+pub mod status;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use kitty_proto::api::{EmitResponse, ErrorBody, QueueView, Status};
+use kitty_proto::home::{Home, HomeError};
+use kitty_proto::request::parse_one;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+pub use transport::TransportError;
+
+/// How long the daemon gets to answer an emit before the client queues the
+/// event itself.
+pub const DAEMON_DEADLINE: Duration = Duration::from_millis(600);
+
+/// Which way the event became durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryPath {
+    /// The daemon committed it.
+    Daemon,
+    /// No daemon ran; the client committed it to queue.db itself.
+    Direct,
+    /// A daemon runs but did not answer; it will queue it from the spool.
+    Spool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Emitted {
+    pub event_id: String,
+    /// `None` when spooled: the daemon stamps it later.
+    pub lamport_clock: Option<u64>,
+    pub path: DeliveryPath,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The event breaks a rule; nothing was stored.
+    #[error("{}", .0.message)]
+    Invalid(ErrorBody),
+    #[error("{0}")]
+    QueueFull(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EmitError {
+    /// The exit status of `kitty-sync emit` (sysexits.h).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Invalid(_) => 65,   // EX_DATAERR
+            Self::QueueFull(_) => 75, // EX_TEMPFAIL
+            Self::Forbidden(_) => 77, // EX_NOPERM
+            Self::Failed(_) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    home: Home,
+    socket: PathBuf,
+    deadline: Duration,
+}
+
+impl Client {
+    pub fn new(home: Home, socket: PathBuf) -> Self {
+        Self {
+            home,
+            socket,
+            deadline: DAEMON_DEADLINE,
+        }
+    }
+
+    /// `SPEC_KITTY_HOME` / `KITTY_SYNCD_SOCKET` as the daemon reads them.
+    pub fn from_env() -> Result<Self, HomeError> {
+        let home = Home::from_env()?;
+        let socket = home.socket_path()?;
+        Ok(Self::new(home, socket))
+    }
+
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// Emits one event, given as JSON text: a draft (the daemon stamps it) or
+    /// a complete envelope (relayed unchanged). A draft without an event_id
+    /// gets one here, so that a retry after a timeout leaves a single row.
+    pub async fn emit(&self, event_json: &str) -> Result<Emitted, EmitError> {
+        let text = with_event_id(event_json);
+        let answer = transport::call(
+            &self.socket,
+            Method::POST,
+            "/v1/events",
+            Some(text.clone().into_bytes()),
+            self.deadline,
+        )
+        .await;
+        let why = match answer {
+            Ok(a) if a.status == StatusCode::ACCEPTED => return accepted(&a.body),
+            Ok(a) if a.status.is_client_error() || a.status == StatusCode::INSUFFICIENT_STORAGE => {
+                return Err(refused(a.status, &a.body));
+            }
+            Ok(a) => format!("the daemon answered {}", a.status),
+            Err(e) => e.to_string(),
+        };
+        self.fall_back(&text, &why).await
+    }
+
+    async fn fall_back(&self, text: &str, why: &str) -> Result<Emitted, EmitError> {
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
+            EmitError::Invalid(error_body("invalid_json", format!("the event is not valid JSON: {e}"), None))
+        })?;
+        let submission = parse_one(raw).map_err(|v| {
+            EmitError::Invalid(ErrorBody {
+                field: Some(v.field.clone()),
+                rule: Some(v.rule.clone()),
+                ..error_body("invalid_event", v.to_string(), None)
+            })
+        })?;
+        let event_id = submission.event_id().unwrap_or_default().to_owned();
+        match fallback::queue(&self.home, raw, submission).await? {
+            fallback::Fallback::Direct(a) => {
+                eprintln!("kitty-sync: warning: {why}; queued {} directly in queue.db", a.event_id);
+                Ok(Emitted {
+                    event_id: a.event_id,
+                    lamport_clock: Some(a.lamport_clock),
+                    path: DeliveryPath::Direct,
+                    duplicate: a.duplicate,
+                })
+            }
+            fallback::Fallback::Spooled => {
+                eprintln!("kitty-sync: warning: {why}; spooled {event_id} for the daemon to queue when it recovers");
+                Ok(Emitted {
+                    event_id,
+                    lamport_clock: None,
+                    path: DeliveryPath::Spool,
+                    duplicate: false,
+                })
+            }
+        }
+    }
+
+    /// `GET /v1/status` of a running daemon.
+    pub async fn status(&self) -> Result<Status, TransportError> {
+        self.get_json("/v1/status").await
+    }
+
+    /// `GET /v1/queue?limit=N`: the oldest queued events.
+    pub async fn queue(&self, limit: u32) -> Result<QueueView, TransportError> {
+        self.get_json(&format!("/v1/queue?limit={limit}")).await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, TransportError> {
+        let a = transport::call(&self.socket, Method::GET, path, None, self.deadline).await?;
+        if !a.status.is_success() {
+            let msg = serde_json::from_slice::<ErrorBody>(&a.body)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).into_owned());
+            return Err(TransportError::Failed(format!("{}: {msg}", a.status)));
+        }
+        serde_json::from_slice(&a.body).map_err(|e| TransportError::Failed(format!("unreadable answer: {e}")))
+    }
+}
+
+/// Adds a fresh event_id to a draft that has none; anything else is left as is.
+fn with_event_id(event_json: &str) -> String {
+    match serde_json::from_str::<Map<String, Value>>(event_json) {
+        Ok(mut obj) if !obj.contains_key("lamport_clock") && !obj.contains_key("event_id") => {
+            obj.insert("event_id".into(), Value::String(ulid::Ulid::generate().to_string()));
+            Value::Object(obj).to_string()
+        }
+        _ => event_json.to_owned(),
+    }
+}
+
+fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
+    let res: EmitResponse = serde_json::from_slice(body)
+        .map_err(|e| EmitError::Failed(format!("the daemon's answer is unreadable: {e}")))?;
+    let a = res
+        .events
+        .into_iter()
+        .next()
+        .ok_or_else(|| EmitError::Failed("the daemon accepted no event".into()))?;
+    Ok(Emitted {
+        event_id: a.event_id,
+        lamport_clock: Some(a.lamport_clock),
+        path: DeliveryPath::Daemon,
+        duplicate: a.duplicate,
+    })
+}
+
+fn refused(status: StatusCode, body: &[u8]) -> EmitError {
+    let err = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| {
+        error_body("unknown", format!("the daemon answered {status}: {}", String::from_utf8_lossy(body)), None)
+    });
+    match status {
+        StatusCode::INSUFFICIENT_STORAGE => EmitError::QueueFull(err.message),
+        StatusCode::FORBIDDEN => EmitError::Forbidden(err.message),
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
+            EmitError::Invalid(err)
+        }
+        _ => EmitError::Failed(err.message),
+    }
+}
+
+fn error_body(code: &str, message: String, index: Option<usize>) -> ErrorBody {
+    ErrorBody {
+        error: code.into(),
+        message,
+        field: None,
+        rule: None,
+        index,
+        version: kitty_proto::VERSION.into(),
+    }
+}
+
+/// Runs `fut` on a small current-thread runtime, for callers without one.
+pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut))
+}

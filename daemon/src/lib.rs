@@ -1,1 +1,30 @@
+//! kitty-syncd: one daemon per user that owns spec-kitty's Lamport clock and
+//! the delivery of its events.
+//!
+//! A request flows one way through these modules:
+//! [`server`] (read and validate, with `kitty_proto`) → [`writer`] (stamp and
+//! group-commit through the `kitty_store` ledger) → answer. Around them:
+//! [`startup`] claims the home and recovers the clock, [`checkpoint`] keeps
+//! clock.json current, [`spool`] queues what clients left while we were not
+//! answering, [`settings`] follows config.toml and credentials, and
+//! [`status`] reports all of it.
 
+pub mod checkpoint;
+pub mod logging;
+pub mod server;
+pub mod settings;
+pub mod spool;
+pub mod startup;
+pub mod status;
+pub mod writer;
+
+/// How the daemon was started, as systemd and launchd tell their children.
+pub fn supervisor() -> &'static str {
+    if std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some() {
+        "systemd"
+    } else if std::env::var_os("XPC_SERVICE_NAME").is_some_and(|v| v != "0") {
+        "launchd"
+    } else {
+        "manual"
+    }
+}

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod lock;
 pub mod node_id;
 pub mod queue;
+pub mod report;
 pub mod spool;
 
 pub use ledger::{CommitError, Job, Ledger};

@@ -1,0 +1,62 @@
+//! When no daemon answers: queue the event ourselves, by the daemon's rules.
+//!
+//! With `clock.lock` free (no daemon runs), we own the clock for a moment:
+//! the same ledger the daemon uses stamps the event and commits it with the
+//! clock's high-water mark, and clock.json is updated. With the lock held (a
+//! daemon runs but does not answer), the event goes to the spool for that
+//! daemon to stamp when it recovers: two owners never issue Lamport values.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use kitty_proto::Submission;
+use kitty_proto::api::Accepted;
+use kitty_proto::home::Home;
+use kitty_store::{CommitError, Job, Ledger, lock};
+use serde_json::value::RawValue;
+
+use crate::EmitError;
+
+/// How long to wait for another client that is queueing directly.
+const CLOCK_LOCK_PATIENCE: Duration = Duration::from_millis(250);
+
+pub enum Fallback {
+    Direct(Accepted),
+    Spooled,
+}
+
+pub async fn queue(home: &Home, event: &RawValue, submission: Submission) -> Result<Fallback, EmitError> {
+    kitty_store::fsutil::ensure_private_dir(home.dir())
+        .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
+    let held = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
+        .map_err(|e| EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display())))?;
+    let Some(_held) = held else {
+        let id = submission.event_id().unwrap_or_default().to_owned();
+        kitty_store::spool::write(home, &id, event, Utc::now())
+            .map_err(|e| EmitError::Failed(format!("cannot spool the event: {e}")))?;
+        return Ok(Fallback::Spooled);
+    };
+    // A broken config.toml stops the daemon from starting, but must not cost
+    // the caller its event: queue it under the default cap.
+    let config = kitty_store::config::load(&home.config_toml()).unwrap_or_default();
+    let team = kitty_store::credentials::read(&home.credentials());
+    let (mut ledger, _) = Ledger::open(home, config.max_queue_size)
+        .await
+        .map_err(|e| EmitError::Failed(e.to_string()))?;
+    let job = Job {
+        events: vec![submission],
+        made_at: None,
+    };
+    let result = ledger.commit(std::slice::from_ref(&job), team.team_slug()).await.remove(0);
+    match result {
+        Ok(mut accepted) => {
+            if let Err(e) = ledger.checkpoint(home) {
+                // The high-water mark in queue.db already holds the value.
+                eprintln!("kitty-sync: warning: cannot update clock.json: {e}");
+            }
+            Ok(Fallback::Direct(accepted.remove(0)))
+        }
+        Err(e @ CommitError::QueueFull { .. }) => Err(EmitError::QueueFull(e.to_string())),
+        Err(CommitError::Storage(e)) => Err(EmitError::Failed(e)),
+    }
+}

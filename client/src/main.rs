@@ -1,0 +1,160 @@
+//! `kitty-sync`: emit events and look at the daemon.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use kitty_sync::{Client, EmitError};
+use serde_json::{Map, Value};
+
+#[derive(Parser)]
+#[command(name = "kitty-sync", version, about = "Hands spec-kitty events to kitty-syncd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Emit one event; prints its event_id once it is durable.
+    Emit(EmitArgs),
+    /// Show what the daemon is doing (exit 3 when it does not answer).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct EmitArgs {
+    /// One of the eight 028 event types (WPStatusChanged, WPCreated, ...).
+    #[arg(required_unless_present = "envelope", conflicts_with = "envelope")]
+    event_type: Option<String>,
+    /// The aggregate (wp_id, feature_slug, or "error"); derived from the payload when left out.
+    #[arg(long)]
+    aggregate_id: Option<String>,
+    /// The payload as a JSON object.
+    #[arg(long, conflicts_with = "payload_file", required_unless_present_any = ["payload_file", "envelope"])]
+    payload: Option<String>,
+    /// Read the payload from a file, or `-` for standard input.
+    #[arg(long, value_name = "PATH|-")]
+    payload_file: Option<String>,
+    #[arg(long)]
+    causation_id: Option<String>,
+    #[arg(long)]
+    project_uuid: Option<String>,
+    #[arg(long)]
+    project_slug: Option<String>,
+    /// Relay a complete envelope from a file, or `-` for standard input.
+    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["aggregate_id", "payload", "payload_file", "causation_id", "project_uuid", "project_slug"])]
+    envelope: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const EX_DATAERR: u8 = 65;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Emit(args) => emit(args),
+        Command::Status { json } => kitty_sync::status::main(json),
+    }
+}
+
+fn emit(args: EmitArgs) -> ExitCode {
+    let event = match build_event(&args) {
+        Ok(e) => e,
+        Err(msg) => {
+            eprintln!("kitty-sync: error: {msg}");
+            return ExitCode::from(EX_DATAERR);
+        }
+    };
+    let client = match Client::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kitty-sync: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match kitty_sync::block_on(client.emit(&event)) {
+        Ok(Ok(emitted)) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&emitted).expect("serialises"));
+            } else {
+                println!("{}", emitted.event_id);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+        Err(e) => {
+            eprintln!("kitty-sync: error: cannot start a runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn report(e: &EmitError) {
+    match e {
+        EmitError::Invalid(body) => {
+            eprintln!("kitty-sync: invalid event: {}", body.message);
+            if let (Some(field), Some(rule)) = (&body.field, &body.rule) {
+                eprintln!("  field: {field}\n  rule:  {rule}");
+            }
+        }
+        EmitError::QueueFull(m) => eprintln!("kitty-sync: warning: event refused: {m}"),
+        EmitError::Forbidden(m) => eprintln!("kitty-sync: error: refused by the daemon: {m}"),
+        EmitError::Failed(m) => eprintln!("kitty-sync: error: {m}"),
+    }
+}
+
+/// Reads a file or standard input, refusing more than a request may carry.
+fn read_source(src: &str) -> Result<String, String> {
+    let limit = kitty_proto::MAX_BODY_BYTES as u64 + 1;
+    let mut text = String::new();
+    let res = if src == "-" {
+        std::io::stdin().take(limit).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(src).and_then(|f| f.take(limit).read_to_string(&mut text))
+    };
+    res.map_err(|e| format!("cannot read {src}: {e}"))?;
+    if text.len() as u64 >= limit {
+        return Err(format!("{src} is over the {} byte limit", kitty_proto::MAX_BODY_BYTES));
+    }
+    Ok(text)
+}
+
+/// The event as JSON text: the envelope as read, or a draft built from the flags.
+fn build_event(args: &EmitArgs) -> Result<String, String> {
+    if let Some(src) = &args.envelope {
+        let text = read_source(src)?;
+        serde_json::from_str::<Map<String, Value>>(&text)
+            .map_err(|e| format!("the envelope is not a JSON object: {e}"))?;
+        return Ok(text);
+    }
+    let payload_text = match (&args.payload, &args.payload_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(src)) => read_source(src)?,
+        (None, None) => return Err("--payload or --payload-file is required".into()),
+    };
+    let payload: Value =
+        serde_json::from_str(&payload_text).map_err(|e| format!("the payload is not valid JSON: {e}"))?;
+    let mut draft = Map::new();
+    draft.insert("event_type".into(), args.event_type.clone().unwrap_or_default().into());
+    draft.insert("payload".into(), payload);
+    for (key, value) in [
+        ("aggregate_id", &args.aggregate_id),
+        ("causation_id", &args.causation_id),
+        ("project_uuid", &args.project_uuid),
+        ("project_slug", &args.project_slug),
+    ] {
+        if let Some(v) = value {
+            draft.insert(key.into(), v.clone().into());
+        }
+    }
+    Ok(Value::Object(draft).to_string())
+}

@@ -1,0 +1,117 @@
+//! `status`, shared by `kitty-sync status` and `kitty-syncd status`: ask the
+//! daemon; when it does not answer, report what is on disk and how to start it.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kitty_proto::api::Status;
+
+use crate::Client;
+
+/// Exit status when no daemon answers.
+pub const NOT_RUNNING: u8 = 3;
+const STATUS_DEADLINE: Duration = Duration::from_secs(1);
+
+pub fn main(json: bool) -> ExitCode {
+    let client = match Client::from_env() {
+        Ok(c) => c.with_deadline(STATUS_DEADLINE),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = crate::block_on(async {
+        match client.status().await {
+            Ok(s) => (s, None),
+            Err(e) => {
+                let mut s = kitty_store::report::from_disk(client.home(), client.socket()).await;
+                s.start_hint = Some(start_hint());
+                (s, Some(e))
+            }
+        }
+    });
+    let (status, why) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("status serialises"));
+    } else {
+        print!("{}", render(&status));
+        if let Some(why) = why {
+            eprintln!("({why})");
+        }
+    }
+    if status.running { ExitCode::SUCCESS } else { ExitCode::from(NOT_RUNNING) }
+}
+
+/// The command that starts the daemon on this machine.
+pub fn start_hint() -> String {
+    "kitty-syncd run".into()
+}
+
+/// A table a person reads at a glance.
+pub fn render(s: &Status) -> String {
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    let state = if s.running {
+        format!(
+            "running (pid {}, up {}, {})",
+            s.pid.map_or("?".into(), |p| p.to_string()),
+            s.uptime_secs.map_or("?".into(), human_duration),
+            match s.supervisor.as_deref() {
+                Some("manual") | None => "started by hand".to_owned(),
+                Some(other) => format!("under {other}"),
+            }
+        )
+    } else {
+        format!("NOT RUNNING; start it with: {}", s.start_hint.as_deref().unwrap_or("kitty-syncd run"))
+    };
+    rows.push(("kitty-syncd", state));
+    rows.push(("version", s.version.clone()));
+    rows.push(("socket", s.socket.clone()));
+    rows.push(("home", s.home.clone()));
+    let oldest = s
+        .queue
+        .oldest_age_secs
+        .map_or(String::new(), |a| format!(", oldest {} ago", human_duration(a)));
+    rows.push(("queue", format!("{} events (max {}){oldest}", s.queue.depth, s.queue.max_queue_size)));
+    let r = &s.queue.retries;
+    rows.push(("retries", format!("0: {}   1-3: {}   4+: {}", r.none, r.few, r.many)));
+    if !s.queue.top_event_types.is_empty() {
+        let top: Vec<String> = s
+            .queue
+            .top_event_types
+            .iter()
+            .map(|t| format!("{} {}", t.event_type, t.count))
+            .collect();
+        rows.push(("top types", top.join(", ")));
+    }
+    if s.spooled > 0 {
+        rows.push(("spooled", format!("{} events waiting for the daemon", s.spooled)));
+    }
+    rows.push(("clock", format!("{} (node {})", s.clock.value, s.clock.node_id)));
+    rows.push(("team", s.team_slug.clone()));
+    rows.push(("server", s.server_url.clone()));
+    rows.push((
+        "logged in",
+        match (&s.logged_in, &s.username) {
+            (true, Some(u)) => format!("yes ({u})"),
+            (true, None) => "yes".into(),
+            (false, _) => "no".into(),
+        },
+    ));
+    rows.push(("connection", s.connection.clone()));
+    rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
+}

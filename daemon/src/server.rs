@@ -1,0 +1,235 @@
+//! The socket API: axum on a Unix socket. Every connection's peer uid is
+//! checked (only the daemon's own user gets in) and every answer carries the
+//! daemon's version.
+//!
+//! - `POST /v1/events`: one event or an array of up to 1,000 → 202 once committed.
+//! - `GET /v1/status`, `GET /v1/queue?limit=N`, `GET /v1/health`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use kitty_proto::api::{EmitResponse, ErrorBody, Health, QueueView, VERSION_HEADER};
+use kitty_proto::home::Home;
+use kitty_proto::{MAX_BODY_BYTES, VERSION, parse_events_request};
+use kitty_store::{CommitError, Job};
+use sqlx::SqlitePool;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use crate::settings::SettingsRx;
+use crate::writer::WriterHandle;
+
+/// What every handler may read.
+#[derive(Clone)]
+pub struct AppState {
+    pub home: Home,
+    pub socket: PathBuf,
+    pub writer: WriterHandle,
+    pub readers: SqlitePool,
+    pub settings: SettingsRx,
+    pub clock: watch::Receiver<u64>,
+    pub node_id: String,
+    pub started: Instant,
+}
+
+/// The connecting process, from the kernel (SO_PEERCRED), not from anything it says.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => Peer {
+                uid: Some(c.uid()),
+                pid: c.pid(),
+            },
+            Err(_) => Peer { uid: None, pid: None },
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/status", get(get_status))
+        .route("/v1/queue", get(get_queue))
+        .route("/v1/health", get(get_health))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /v1/health".into()) })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here".into())
+        })
+        .layer(middleware::from_fn(only_our_user))
+        .layer(middleware::from_fn(version_header))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: UnixListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn version_header(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .insert(VERSION_HEADER, HeaderValue::from_static(VERSION));
+    res
+}
+
+async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
+    // SAFETY: getuid cannot fail.
+    let ours = unsafe { libc::getuid() };
+    if peer.uid == Some(ours) {
+        return next.run(req).await;
+    }
+    tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, "refused a connection from another user");
+    error(StatusCode::FORBIDDEN, "forbidden", "this daemon serves only the user that runs it".into())
+}
+
+pub fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: code.into(),
+        message,
+        field: None,
+        rule: None,
+        index: None,
+        version: VERSION.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn post_events(State(state): State<AppState>, req: Request) -> Response {
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let events = match parse_events_request(&body) {
+        Ok(events) => events,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let (field, rule, index) = match &e {
+                kitty_proto::RequestError::Invalid { index, violation } => {
+                    (Some(violation.field.clone()), Some(violation.rule.clone()), *index)
+                }
+                _ => (None, None, None),
+            };
+            tracing::debug!(status = status.as_u16(), "rejected a request: {e}");
+            let body = ErrorBody {
+                error: e.code().into(),
+                message: e.to_string(),
+                field,
+                rule,
+                index,
+                version: VERSION.into(),
+            };
+            return (status, Json(body)).into_response();
+        }
+    };
+    match state.writer.submit(Job { events, made_at: None }).await {
+        Ok(accepted) => {
+            for a in &accepted {
+                tracing::debug!(event_id = %a.event_id, lamport = a.lamport_clock, duplicate = a.duplicate, "queued");
+            }
+            let body = EmitResponse {
+                status: "queued".into(),
+                events: accepted,
+                version: VERSION.into(),
+            };
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Err(e @ CommitError::QueueFull { .. }) => error(StatusCode::INSUFFICIENT_STORAGE, "queue_full", e.to_string()),
+        Err(e @ CommitError::Storage(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+    }
+}
+
+/// Reads at most [`MAX_BODY_BYTES`]; a larger body is refused without reading it all.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}"))
+            })
+        }
+    }
+}
+
+async fn get_status(State(state): State<AppState>) -> Response {
+    match crate::status::report(&state).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+    }
+}
+
+const DEFAULT_QUEUE_LIMIT: u32 = 100;
+const MAX_QUEUE_LIMIT: u32 = 10_000;
+
+async fn get_queue(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "limit") {
+        return error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {unknown:?}; only limit is accepted"));
+    }
+    let limit = match q.get("limit").map(|s| s.parse::<u32>()) {
+        None => DEFAULT_QUEUE_LIMIT,
+        Some(Ok(n)) if (1..=MAX_QUEUE_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("limit must be an integer from 1 to {MAX_QUEUE_LIMIT}"),
+            );
+        }
+    };
+    let result = async {
+        let mut conn = state
+            .readers
+            .acquire()
+            .await
+            .map_err(|source| kitty_store::StoreError::Db { what: "cannot read queue.db", source })?;
+        let depth = kitty_store::queue::depth(&mut conn).await?;
+        let events = kitty_store::queue::oldest(&mut conn, limit).await?;
+        Ok::<_, kitty_store::StoreError>(QueueView {
+            depth,
+            events,
+            version: VERSION.into(),
+        })
+    }
+    .await;
+    match result {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+    }
+}
+
+async fn get_health() -> Json<Health> {
+    Json(Health {
+        ok: true,
+        pid: std::process::id(),
+        version: VERSION.into(),
+    })
+}

@@ -1,0 +1,98 @@
+//! config.toml and credentials as the daemon currently believes them, reloaded
+//! when either file changes (notify watches `<home>`, so editors that replace
+//! the file by rename are seen too).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kitty_proto::home::Home;
+use kitty_store::config::{self, Config};
+use kitty_store::credentials::{self, CredentialsFile};
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub credentials: CredentialsFile,
+    pub config_loaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Settings {
+    pub fn team_slug(&self) -> &str {
+        self.credentials.team_slug()
+    }
+}
+
+pub type SettingsRx = watch::Receiver<Arc<Settings>>;
+
+/// Loads both files once; the config must be valid for the daemon to start.
+pub fn load(home: &Home) -> Result<Settings, config::ConfigError> {
+    Ok(Settings {
+        config: config::load(&home.config_toml())?,
+        credentials: read_credentials(home),
+        config_loaded_at: chrono::Utc::now(),
+    })
+}
+
+fn read_credentials(home: &Home) -> CredentialsFile {
+    let creds = credentials::read(&home.credentials());
+    if let CredentialsFile::Corrupt(why) = &creds {
+        tracing::warn!("credentials file is unreadable ({why}); treating this user as logged out");
+    }
+    creds
+}
+
+/// Re-reads config.toml; a broken file keeps the settings we have, and says why.
+pub fn reload_config(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
+    match config::load(&home.config_toml()) {
+        Ok(config) => {
+            let current = tx.borrow().clone();
+            if current.config != config {
+                tracing::info!(max_queue_size = config.max_queue_size, server_url = %config.server_url, "config.toml reloaded");
+            }
+            tx.send_replace(Arc::new(Settings {
+                config,
+                config_loaded_at: chrono::Utc::now(),
+                ..(*current).clone()
+            }));
+        }
+        Err(e) => tracing::warn!("keeping the previous settings: {e}"),
+    }
+}
+
+fn reload_credentials(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
+    let credentials = read_credentials(home);
+    let current = tx.borrow().clone();
+    if current.credentials != credentials {
+        tracing::info!(team = credentials.team_slug(), "credentials changed");
+        tx.send_replace(Arc::new(Settings {
+            credentials,
+            ..(*current).clone()
+        }));
+    }
+}
+
+/// Watches `<home>` and reloads whichever file changed. The returned watcher
+/// must be kept alive.
+pub fn watch(home: Home, tx: watch::Sender<Arc<Settings>>) -> notify::Result<notify::RecommendedWatcher> {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let _ = ev_tx.send(ev);
+        }
+    })?;
+    watcher.watch(home.dir(), RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while let Some(ev) = ev_rx.recv().await {
+            let touches = |name: &Path| ev.paths.iter().any(|p| p == name);
+            if touches(&home.config_toml()) {
+                reload_config(&home, &tx);
+            }
+            if touches(&home.credentials()) {
+                reload_credentials(&home, &tx);
+            }
+        }
+    });
+    Ok(watcher)
+}

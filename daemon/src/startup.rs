@@ -1,0 +1,208 @@
+//! `kitty-syncd run`: claim the home, recover the clock, open the socket, run
+//! until SIGTERM or SIGINT, then shut down without losing an acknowledged event.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kitty_proto::home::Home;
+use kitty_store::clockfile::ClockFile;
+use kitty_store::ledger::Recovery;
+use kitty_store::{Ledger, lock};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::server::{self, AppState};
+use crate::settings::{self, Settings};
+
+/// How long a shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long start-up waits for a client that is queueing directly to finish.
+const CLOCK_LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    AlreadyRuns(#[from] lock::InstanceError),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl StartError {
+    fn fatal(what: &str) -> impl FnOnce(String) -> Self + '_ {
+        move |e| Self::Fatal(format!("{what}: {e}"))
+    }
+}
+
+pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), StartError> {
+    let started = Instant::now();
+    let _instance = lock::claim_instance(&home.daemon_lock())?;
+    let _clock = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
+        .map_err(|e| StartError::Fatal(format!("cannot open {}: {e}", home.clock_lock().display())))?
+        .ok_or_else(|| {
+            StartError::Fatal(format!(
+                "{} stayed locked for {} s: a client is queueing directly; try again",
+                home.clock_lock().display(),
+                CLOCK_LOCK_PATIENCE.as_secs()
+            ))
+        })?;
+
+    let (ledger, recovery) = Ledger::open(&home, settings.config.max_queue_size)
+        .await
+        .map_err(|e| StartError::Fatal(e.to_string()))?;
+    report_recovery(&home, &recovery);
+    if recovery.checkpoint_stale() {
+        ledger
+            .checkpoint(&home)
+            .map_err(|e| StartError::Fatal(format!("cannot write {}: {e}", home.clock_json().display())))?;
+    }
+    let node_id = ledger.node_id().to_owned();
+    let readers = kitty_store::db::open_readers(&home.queue_db())
+        .await
+        .map_err(|e| StartError::Fatal(e.to_string()))?;
+    let listener = bind(&socket).map_err(StartError::fatal("cannot listen"))?;
+
+    let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+    let _watcher = settings::watch(home.clone(), settings_tx.clone())
+        .map_err(|e| tracing::warn!("config and credentials will not be reloaded live: {e}"))
+        .ok();
+    let (clock_tx, clock_rx) = watch::channel(ledger.clock());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (writer, writer_task) = crate::writer::spawn(ledger, settings_rx.clone(), clock_tx);
+    let checkpointer = tokio::spawn(crate::checkpoint::run(
+        home.clone(),
+        node_id.clone(),
+        clock_rx.clone(),
+        shutdown_rx.clone(),
+    ));
+    let spooler = tokio::spawn(crate::spool::run(home.clone(), writer.clone(), shutdown_rx.clone()));
+
+    let state = AppState {
+        home: home.clone(),
+        socket: socket.clone(),
+        writer,
+        readers,
+        settings: settings_rx,
+        clock: clock_rx,
+        node_id,
+        started,
+    };
+    let mut stop_rx = shutdown_rx.clone();
+    let mut server = tokio::spawn(server::serve(listener, state, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    tracing::info!(
+        pid = std::process::id(),
+        socket = %socket.display(),
+        clock = recovery.value,
+        ready_ms = started.elapsed().as_millis() as u64,
+        "kitty-syncd {} ready",
+        kitty_proto::VERSION
+    );
+
+    tokio::select! {
+        reason = signals(&home, &settings_tx) => tracing::info!("{reason}: shutting down"),
+        res = &mut server => {
+            let msg = match res {
+                Ok(Ok(())) => "the socket server stopped".to_owned(),
+                Ok(Err(e)) => format!("the socket server failed: {e}"),
+                Err(e) => format!("the socket server panicked: {e}"),
+            };
+            tracing::error!("{msg}");
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    if !server.is_finished() && tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.is_err() {
+        tracing::warn!("requests still in flight after {} s; closing them", DRAIN_TIMEOUT.as_secs());
+        server.abort();
+    }
+    let _ = spooler.await;
+    // Every writer handle is gone now: the writer commits what it holds and ends,
+    // and the checkpointer writes the final value once it sees the writer end.
+    let ledger = writer_task.await.map_err(|e| StartError::Fatal(format!("writer failed: {e}")))?;
+    let last = ledger.clock();
+    drop(ledger);
+    let _ = checkpointer.await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!(clock = last, "stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads config.toml meanwhile.
+async fn signals(home: &Home, settings: &watch::Sender<Arc<Settings>>) -> &'static str {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config.toml");
+                settings::reload_config(home, settings);
+            }
+        }
+    }
+}
+
+fn report_recovery(home: &Home, r: &Recovery) {
+    match &r.clock_file {
+        ClockFile::Corrupt(why) => {
+            let keep = home.clock_json().with_extension("json.corrupt");
+            let _ = std::fs::copy(home.clock_json(), &keep);
+            tracing::warn!(
+                "clock.json is corrupt ({why}); kept a copy at {} and resumed the clock at {} \
+                 from queue.db (high-water mark {}, largest queued value {})",
+                keep.display(),
+                r.value,
+                r.high_water_mark,
+                r.queue_max
+            );
+        }
+        ClockFile::Missing if r.value > 0 => tracing::warn!(
+            "clock.json is missing; resumed the clock at {} from queue.db",
+            r.value
+        ),
+        ClockFile::Valid { value, .. } if *value < r.value => tracing::warn!(
+            "clock.json says {value} but queue.db has seen {}; resumed at {}",
+            r.high_water_mark.max(r.queue_max),
+            r.value
+        ),
+        _ => {}
+    }
+}
+
+/// Binds the socket, replacing one left by a daemon that died (we hold the
+/// instance lock, so it cannot be a live daemon's), and makes it 0600.
+fn bind(path: &Path) -> Result<UnixListener, String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    kitty_store::fsutil::ensure_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "{} is readable by others (mode {:o}); the socket itself is 0600 and peers are checked",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            tracing::info!("replacing the stale socket {}", path.display());
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        }
+        Ok(_) => return Err(format!("{} exists and is not a socket; refusing to replace it", path.display())),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
+    Ok(listener)
+}
