@@ -25,11 +25,16 @@ pub enum Fallback {
     Spooled,
 }
 
-pub async fn queue(home: &Home, event: &RawValue, submission: Submission) -> Result<Fallback, EmitError> {
+pub async fn queue(
+    home: &Home,
+    event: &RawValue,
+    submission: Submission,
+) -> Result<Fallback, EmitError> {
     kitty_store::fsutil::ensure_private_dir(home.dir())
         .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
-    let held = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
-        .map_err(|e| EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display())))?;
+    let held = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE).map_err(|e| {
+        EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
+    })?;
     let Some(_held) = held else {
         let id = submission.event_id().unwrap_or_default().to_owned();
         kitty_store::spool::write(home, &id, event, Utc::now())
@@ -47,15 +52,19 @@ pub async fn queue(home: &Home, event: &RawValue, submission: Submission) -> Res
         events: vec![submission],
         made_at: None,
     };
-    let result = ledger.commit(std::slice::from_ref(&job), team.team_slug()).await.remove(0);
+    let result = ledger
+        .commit(std::slice::from_ref(&job), team.team_slug())
+        .await
+        .remove(0);
+    if result.is_ok()
+        && let Err(e) = ledger.checkpoint(home)
+    {
+        // The high-water mark in queue.db already holds the value.
+        eprintln!("kitty-sync: warning: cannot update clock.json: {e}");
+    }
+    ledger.close().await;
     match result {
-        Ok(mut accepted) => {
-            if let Err(e) = ledger.checkpoint(home) {
-                // The high-water mark in queue.db already holds the value.
-                eprintln!("kitty-sync: warning: cannot update clock.json: {e}");
-            }
-            Ok(Fallback::Direct(accepted.remove(0)))
-        }
+        Ok(mut accepted) => Ok(Fallback::Direct(accepted.remove(0))),
         Err(e @ CommitError::QueueFull { .. }) => Err(EmitError::QueueFull(e.to_string())),
         Err(CommitError::Storage(e)) => Err(EmitError::Failed(e)),
     }

@@ -52,7 +52,7 @@ pub struct Emitted {
 pub enum EmitError {
     /// The event breaks a rule; nothing was stored.
     #[error("{}", .0.message)]
-    Invalid(ErrorBody),
+    Invalid(Box<ErrorBody>),
     #[error("{0}")]
     QueueFull(String),
     #[error("{0}")]
@@ -135,19 +135,26 @@ impl Client {
 
     async fn fall_back(&self, text: &str, why: &str) -> Result<Emitted, EmitError> {
         let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
-            EmitError::Invalid(error_body("invalid_json", format!("the event is not valid JSON: {e}"), None))
+            EmitError::Invalid(Box::new(error_body(
+                "invalid_json",
+                format!("the event is not valid JSON: {e}"),
+                None,
+            )))
         })?;
         let submission = parse_one(raw).map_err(|v| {
-            EmitError::Invalid(ErrorBody {
+            EmitError::Invalid(Box::new(ErrorBody {
                 field: Some(v.field.clone()),
                 rule: Some(v.rule.clone()),
                 ..error_body("invalid_event", v.to_string(), None)
-            })
+            }))
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
         match fallback::queue(&self.home, raw, submission).await? {
             fallback::Fallback::Direct(a) => {
-                eprintln!("kitty-sync: warning: {why}; queued {} directly in queue.db", a.event_id);
+                eprintln!(
+                    "kitty-sync: warning: {why}; queued {} directly in queue.db",
+                    a.event_id
+                );
                 Ok(Emitted {
                     event_id: a.event_id,
                     lamport_clock: Some(a.lamport_clock),
@@ -156,7 +163,9 @@ impl Client {
                 })
             }
             fallback::Fallback::Spooled => {
-                eprintln!("kitty-sync: warning: {why}; spooled {event_id} for the daemon to queue when it recovers");
+                eprintln!(
+                    "kitty-sync: warning: {why}; spooled {event_id} for the daemon to queue when it recovers"
+                );
                 Ok(Emitted {
                     event_id,
                     lamport_clock: None,
@@ -177,7 +186,10 @@ impl Client {
         self.get_json(&format!("/v1/queue?limit={limit}")).await
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, TransportError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, TransportError> {
         let a = transport::call(&self.socket, Method::GET, path, None, self.deadline).await?;
         if !a.status.is_success() {
             let msg = serde_json::from_slice::<ErrorBody>(&a.body)
@@ -185,7 +197,8 @@ impl Client {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).into_owned());
             return Err(TransportError::Failed(format!("{}: {msg}", a.status)));
         }
-        serde_json::from_slice(&a.body).map_err(|e| TransportError::Failed(format!("unreadable answer: {e}")))
+        serde_json::from_slice(&a.body)
+            .map_err(|e| TransportError::Failed(format!("unreadable answer: {e}")))
     }
 }
 
@@ -193,7 +206,10 @@ impl Client {
 fn with_event_id(event_json: &str) -> String {
     match serde_json::from_str::<Map<String, Value>>(event_json) {
         Ok(mut obj) if !obj.contains_key("lamport_clock") && !obj.contains_key("event_id") => {
-            obj.insert("event_id".into(), Value::String(ulid::Ulid::generate().to_string()));
+            obj.insert(
+                "event_id".into(),
+                Value::String(ulid::Ulid::generate().to_string()),
+            );
             Value::Object(obj).to_string()
         }
         _ => event_json.to_owned(),
@@ -218,14 +234,21 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
 
 fn refused(status: StatusCode, body: &[u8]) -> EmitError {
     let err = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| {
-        error_body("unknown", format!("the daemon answered {status}: {}", String::from_utf8_lossy(body)), None)
+        error_body(
+            "unknown",
+            format!(
+                "the daemon answered {status}: {}",
+                String::from_utf8_lossy(body)
+            ),
+            None,
+        )
     });
     match status {
         StatusCode::INSUFFICIENT_STORAGE => EmitError::QueueFull(err.message),
         StatusCode::FORBIDDEN => EmitError::Forbidden(err.message),
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
-            EmitError::Invalid(err)
-        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNPROCESSABLE_ENTITY => EmitError::Invalid(Box::new(err)),
         _ => EmitError::Failed(err.message),
     }
 }

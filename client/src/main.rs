@@ -8,7 +8,11 @@ use kitty_sync::{Client, EmitError};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
-#[command(name = "kitty-sync", version, about = "Hands spec-kitty events to kitty-syncd")]
+#[command(
+    name = "kitty-sync",
+    version,
+    about = "Hands spec-kitty events to kitty-syncd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,7 +127,10 @@ fn read_source(src: &str) -> Result<String, String> {
     };
     res.map_err(|e| format!("cannot read {src}: {e}"))?;
     if text.len() as u64 >= limit {
-        return Err(format!("{src} is over the {} byte limit", kitty_proto::MAX_BODY_BYTES));
+        return Err(format!(
+            "{src} is over the {} byte limit",
+            kitty_proto::MAX_BODY_BYTES
+        ));
     }
     Ok(text)
 }
@@ -141,10 +148,13 @@ fn build_event(args: &EmitArgs) -> Result<String, String> {
         (None, Some(src)) => read_source(src)?,
         (None, None) => return Err("--payload or --payload-file is required".into()),
     };
-    let payload: Value =
-        serde_json::from_str(&payload_text).map_err(|e| format!("the payload is not valid JSON: {e}"))?;
+    let payload: Value = serde_json::from_str(&payload_text)
+        .map_err(|e| format!("the payload is not valid JSON: {e}"))?;
     let mut draft = Map::new();
-    draft.insert("event_type".into(), args.event_type.clone().unwrap_or_default().into());
+    draft.insert(
+        "event_type".into(),
+        args.event_type.clone().unwrap_or_default().into(),
+    );
     draft.insert("payload".into(), payload);
     for (key, value) in [
         ("aggregate_id", &args.aggregate_id),

@@ -38,14 +38,21 @@ pub fn main(json: bool) -> ExitCode {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status).expect("status serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("status serialises")
+        );
     } else {
         print!("{}", render(&status));
         if let Some(why) = why {
             eprintln!("({why})");
         }
     }
-    if status.running { ExitCode::SUCCESS } else { ExitCode::from(NOT_RUNNING) }
+    if status.running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_RUNNING)
+    }
 }
 
 /// The command that starts the daemon on this machine.
@@ -67,19 +74,30 @@ pub fn render(s: &Status) -> String {
             }
         )
     } else {
-        format!("NOT RUNNING; start it with: {}", s.start_hint.as_deref().unwrap_or("kitty-syncd run"))
+        format!(
+            "NOT RUNNING; start it with: {}",
+            s.start_hint.as_deref().unwrap_or("kitty-syncd run")
+        )
     };
     rows.push(("kitty-syncd", state));
     rows.push(("version", s.version.clone()));
     rows.push(("socket", s.socket.clone()));
     rows.push(("home", s.home.clone()));
-    let oldest = s
-        .queue
-        .oldest_age_secs
-        .map_or(String::new(), |a| format!(", oldest {} ago", human_duration(a)));
-    rows.push(("queue", format!("{} events (max {}){oldest}", s.queue.depth, s.queue.max_queue_size)));
+    let oldest = s.queue.oldest_age_secs.map_or(String::new(), |a| {
+        format!(", oldest {} ago", human_duration(a))
+    });
+    rows.push((
+        "queue",
+        format!(
+            "{} events (max {}){oldest}",
+            s.queue.depth, s.queue.max_queue_size
+        ),
+    ));
     let r = &s.queue.retries;
-    rows.push(("retries", format!("0: {}   1-3: {}   4+: {}", r.none, r.few, r.many)));
+    rows.push((
+        "retries",
+        format!("0: {}   1-3: {}   4+: {}", r.none, r.few, r.many),
+    ));
     if !s.queue.top_event_types.is_empty() {
         let top: Vec<String> = s
             .queue
@@ -90,9 +108,15 @@ pub fn render(s: &Status) -> String {
         rows.push(("top types", top.join(", ")));
     }
     if s.spooled > 0 {
-        rows.push(("spooled", format!("{} events waiting for the daemon", s.spooled)));
+        rows.push((
+            "spooled",
+            format!("{} events waiting for the daemon", s.spooled),
+        ));
     }
-    rows.push(("clock", format!("{} (node {})", s.clock.value, s.clock.node_id)));
+    rows.push((
+        "clock",
+        format!("{} (node {})", s.clock.value, s.clock.node_id),
+    ));
     rows.push(("team", s.team_slug.clone()));
     rows.push(("server", s.server_url.clone()));
     rows.push((

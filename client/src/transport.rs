@@ -35,7 +35,8 @@ pub async fn call(
     body: Option<Vec<u8>>,
     deadline: Duration,
 ) -> Result<Answer, TransportError> {
-    let client: Client<UnixConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(UnixConnector);
+    let client: Client<UnixConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(UnixConnector);
     let uri: hyper::Uri = hyperlocal::Uri::new(socket, path).into();
     let mut req = Request::builder().method(method).uri(uri);
     if body.is_some() {
@@ -64,11 +65,19 @@ fn classify(socket: &Path, e: hyper_util::client::legacy::Error) -> TransportErr
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
         {
             return TransportError::NotRunning(socket.display().to_string());
         }
         source = s.source();
     }
-    TransportError::Failed(format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))
+    TransportError::Failed(format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    ))
 }

@@ -36,7 +36,14 @@ fn usage_errors_exit_2() {
     for args in [
         vec!["emit"],
         vec!["emit", "WPCreated"],
-        vec!["emit", "WPCreated", "--payload", "{}", "--payload-file", "x"],
+        vec![
+            "emit",
+            "WPCreated",
+            "--payload",
+            "{}",
+            "--payload-file",
+            "x",
+        ],
         vec!["emit", "--envelope", "-", "--payload", "{}"],
         vec!["nope"],
     ] {
@@ -52,30 +59,88 @@ const ENVELOPE_WITH_STRING_CLOCK: &[u8] = br#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3
 fn invalid_events_exit_65_and_queue_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.json");
-    let cases: Vec<(Vec<&str>, Option<&[u8]>, &str)> = vec![
-        (vec!["emit", "WPCreated", "--payload", "{not json"], None, "not valid JSON"),
-        (vec!["emit", "WPCreated", "--payload", "[1,2]"], None, "payload"),
-        (vec!["emit", "Unknown", "--payload", "{}"], None, "event_type"),
-        (vec!["emit", "WPCreated", "--payload", r#"{"wp_id":"WP1","title":"t","feature_slug":"f"}"#], None, "payload.wp_id"),
-        (vec!["emit", "WPCreated", "--payload-file", missing.to_str().unwrap()], None, "cannot read"),
-        (vec!["emit", "--envelope", "-"], Some(b"[]"), "not a JSON object"),
-        (vec!["emit", "--envelope", "-"], Some(br#"{"lamport_clock":"1"}"#), "event_id"),
-        (vec!["emit", "--envelope", "-"], Some(ENVELOPE_WITH_STRING_CLOCK), "lamport_clock"),
-        (vec!["emit", "WPCreated", "--payload-file", "-"], Some(b"\xff\xfe\x00"), "cannot read"),
+    // (arguments, standard input, what the error must mention)
+    type Case<'a> = (Vec<&'a str>, Option<&'a [u8]>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["emit", "WPCreated", "--payload", "{not json"],
+            None,
+            "not valid JSON",
+        ),
+        (
+            vec!["emit", "WPCreated", "--payload", "[1,2]"],
+            None,
+            "payload",
+        ),
+        (
+            vec!["emit", "Unknown", "--payload", "{}"],
+            None,
+            "event_type",
+        ),
+        (
+            vec![
+                "emit",
+                "WPCreated",
+                "--payload",
+                r#"{"wp_id":"WP1","title":"t","feature_slug":"f"}"#,
+            ],
+            None,
+            "payload.wp_id",
+        ),
+        (
+            vec![
+                "emit",
+                "WPCreated",
+                "--payload-file",
+                missing.to_str().unwrap(),
+            ],
+            None,
+            "cannot read",
+        ),
+        (
+            vec!["emit", "--envelope", "-"],
+            Some(b"[]"),
+            "not a JSON object",
+        ),
+        (
+            vec!["emit", "--envelope", "-"],
+            Some(br#"{"lamport_clock":"1"}"#),
+            "event_id",
+        ),
+        (
+            vec!["emit", "--envelope", "-"],
+            Some(ENVELOPE_WITH_STRING_CLOCK),
+            "lamport_clock",
+        ),
+        (
+            vec!["emit", "WPCreated", "--payload-file", "-"],
+            Some(b"\xff\xfe\x00"),
+            "cannot read",
+        ),
     ];
     for (args, input, needle) in cases {
         let o = sync(dir.path(), &args, input);
         assert_eq!(o.status.code(), Some(65), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
-    assert!(!dir.path().join("queue.db").exists(), "nothing may be queued");
+    assert!(
+        !dir.path().join("queue.db").exists(),
+        "nothing may be queued"
+    );
 }
 
 #[test]
 fn oversized_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let big = format!(r#"{{"wp_id":"WP01","title":"{}","feature_slug":"028-x"}}"#, "x".repeat(2 * 1024 * 1024));
-    let o = sync(dir.path(), &["emit", "WPCreated", "--payload-file", "-"], Some(big.as_bytes()));
+    let big = format!(
+        r#"{{"wp_id":"WP01","title":"{}","feature_slug":"028-x"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let o = sync(
+        dir.path(),
+        &["emit", "WPCreated", "--payload-file", "-"],
+        Some(big.as_bytes()),
+    );
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
     assert!(!dir.path().join("queue.db").exists());

@@ -10,14 +10,23 @@ use tokio::sync::watch;
 
 /// Runs until the clock's sender is dropped (the writer ended), writing the
 /// final value before returning.
-pub async fn run(home: Home, node_id: String, mut clock: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    home: Home,
+    node_id: String,
+    mut clock: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut written = *clock.borrow_and_update();
     loop {
         let open = clock.changed().await.is_ok();
         let value = *clock.borrow_and_update();
         if value != written {
             let (path, id) = (home.clock_json(), node_id.clone());
-            match tokio::task::spawn_blocking(move || kitty_store::clockfile::write(&path, value, &id)).await {
+            match tokio::task::spawn_blocking(move || {
+                kitty_store::clockfile::write(&path, value, &id)
+            })
+            .await
+            {
                 Ok(Ok(())) => written = value,
                 Ok(Err(e)) => tracing::warn!("cannot write clock.json: {e}"),
                 Err(e) => tracing::warn!("clock.json writer failed: {e}"),

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use kitty_proto::home::Home;
 
 #[derive(Parser)]
-#[command(name = "kitty-syncd", version, about = "Owns spec-kitty's Lamport clock and delivers its events")]
+#[command(
+    name = "kitty-syncd",
+    version,
+    about = "Owns spec-kitty's Lamport clock and delivers its events"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,10 @@ fn run() -> ExitCode {
         Err(e) => return fail(&format!("config.toml is invalid: {e}"), EX_CONFIG),
     };
     kitty_syncd::logging::init(settings.config.log_filter.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };

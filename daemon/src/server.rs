@@ -56,7 +56,10 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
                 uid: Some(c.uid()),
                 pid: c.pid(),
             },
-            Err(_) => Peer { uid: None, pid: None },
+            Err(_) => Peer {
+                uid: None,
+                pid: None,
+            },
         }
     }
 }
@@ -67,9 +70,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(get_status))
         .route("/v1/queue", get(get_queue))
         .route("/v1/health", get(get_health))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /v1/health".into()) })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /v1/health".into(),
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here".into())
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here".into(),
+            )
         })
         .layer(middleware::from_fn(only_our_user))
         .layer(middleware::from_fn(version_header))
@@ -82,9 +95,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn version_header(req: Request, next: Next) -> Response {
@@ -101,7 +117,11 @@ async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next:
         return next.run(req).await;
     }
     tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, "refused a connection from another user");
-    error(StatusCode::FORBIDDEN, "forbidden", "this daemon serves only the user that runs it".into())
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this daemon serves only the user that runs it".into(),
+    )
 }
 
 pub fn error(status: StatusCode, code: &str, message: String) -> Response {
@@ -126,9 +146,11 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => {
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             let (field, rule, index) = match &e {
-                kitty_proto::RequestError::Invalid { index, violation } => {
-                    (Some(violation.field.clone()), Some(violation.rule.clone()), *index)
-                }
+                kitty_proto::RequestError::Invalid { index, violation } => (
+                    Some(violation.field.clone()),
+                    Some(violation.rule.clone()),
+                    *index,
+                ),
                 _ => (None, None, None),
             };
             tracing::debug!(status = status.as_u16(), "rejected a request: {e}");
@@ -143,7 +165,14 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
             return (status, Json(body)).into_response();
         }
     };
-    match state.writer.submit(Job { events, made_at: None }).await {
+    match state
+        .writer
+        .submit(Job {
+            events,
+            made_at: None,
+        })
+        .await
+    {
         Ok(accepted) => {
             for a in &accepted {
                 tracing::debug!(event_id = %a.event_id, lamport = a.lamport_clock, duplicate = a.duplicate, "queued");
@@ -155,8 +184,16 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
             };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Err(e @ CommitError::QueueFull { .. }) => error(StatusCode::INSUFFICIENT_STORAGE, "queue_full", e.to_string()),
-        Err(e @ CommitError::Storage(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+        Err(e @ CommitError::QueueFull { .. }) => error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "queue_full",
+            e.to_string(),
+        ),
+        Err(e @ CommitError::Storage(_)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        ),
     }
 }
 
@@ -174,7 +211,11 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
                     format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
                 )
             } else {
-                error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}"))
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("cannot read the request body: {e}"),
+                )
             })
         }
     }
@@ -183,16 +224,27 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
 async fn get_status(State(state): State<AppState>) -> Response {
     match crate::status::report(&state).await {
         Ok(status) => Json(status).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        ),
     }
 }
 
 const DEFAULT_QUEUE_LIMIT: u32 = 100;
 const MAX_QUEUE_LIMIT: u32 = 10_000;
 
-async fn get_queue(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn get_queue(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if let Some(unknown) = q.keys().find(|k| k.as_str() != "limit") {
-        return error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {unknown:?}; only limit is accepted"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("unknown parameter {unknown:?}; only limit is accepted"),
+        );
     }
     let limit = match q.get("limit").map(|s| s.parse::<u32>()) {
         None => DEFAULT_QUEUE_LIMIT,
@@ -206,11 +258,15 @@ async fn get_queue(State(state): State<AppState>, Query(q): Query<HashMap<String
         }
     };
     let result = async {
-        let mut conn = state
-            .readers
-            .acquire()
-            .await
-            .map_err(|source| kitty_store::StoreError::Db { what: "cannot read queue.db", source })?;
+        let mut conn =
+            state
+                .readers
+                .acquire()
+                .await
+                .map_err(|source| kitty_store::StoreError::Db {
+                    what: "cannot read queue.db",
+                    source,
+                })?;
         let depth = kitty_store::queue::depth(&mut conn).await?;
         let events = kitty_store::queue::oldest(&mut conn, limit).await?;
         Ok::<_, kitty_store::StoreError>(QueueView {
@@ -222,7 +278,11 @@ async fn get_queue(State(state): State<AppState>, Query(q): Query<HashMap<String
     .await;
     match result {
         Ok(view) => Json(view).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        ),
     }
 }
 

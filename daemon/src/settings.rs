@@ -75,7 +75,10 @@ fn reload_credentials(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
 
 /// Watches `<home>` and reloads whichever file changed. The returned watcher
 /// must be kept alive.
-pub fn watch(home: Home, tx: watch::Sender<Arc<Settings>>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(
+    home: Home,
+    tx: watch::Sender<Arc<Settings>>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {

@@ -34,8 +34,15 @@ pub async fn drain(home: &Home, writer: &WriterHandle) -> usize {
             Ok(job) => job,
             Err(why) => {
                 match kitty_store::spool::reject(home, &path) {
-                    Ok(to) => tracing::warn!("spooled event {} is invalid ({why}); moved to {}", path.display(), to.display()),
-                    Err(e) => tracing::warn!("spooled event {} is invalid ({why}) and cannot be moved: {e}", path.display()),
+                    Ok(to) => tracing::warn!(
+                        "spooled event {} is invalid ({why}); moved to {}",
+                        path.display(),
+                        to.display()
+                    ),
+                    Err(e) => tracing::warn!(
+                        "spooled event {} is invalid ({why}) and cannot be moved: {e}",
+                        path.display()
+                    ),
                 }
                 continue;
             }

@@ -40,7 +40,9 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     let started = Instant::now();
     let _instance = lock::claim_instance(&home.daemon_lock())?;
     let _clock = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
-        .map_err(|e| StartError::Fatal(format!("cannot open {}: {e}", home.clock_lock().display())))?
+        .map_err(|e| {
+            StartError::Fatal(format!("cannot open {}: {e}", home.clock_lock().display()))
+        })?
         .ok_or_else(|| {
             StartError::Fatal(format!(
                 "{} stayed locked for {} s: a client is queueing directly; try again",
@@ -54,9 +56,9 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         .map_err(|e| StartError::Fatal(e.to_string()))?;
     report_recovery(&home, &recovery);
     if recovery.checkpoint_stale() {
-        ledger
-            .checkpoint(&home)
-            .map_err(|e| StartError::Fatal(format!("cannot write {}: {e}", home.clock_json().display())))?;
+        ledger.checkpoint(&home).map_err(|e| {
+            StartError::Fatal(format!("cannot write {}: {e}", home.clock_json().display()))
+        })?;
     }
     let node_id = ledger.node_id().to_owned();
     let readers = kitty_store::db::open_readers(&home.queue_db())
@@ -77,7 +79,11 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         clock_rx.clone(),
         shutdown_rx.clone(),
     ));
-    let spooler = tokio::spawn(crate::spool::run(home.clone(), writer.clone(), shutdown_rx.clone()));
+    let spooler = tokio::spawn(crate::spool::run(
+        home.clone(),
+        writer.clone(),
+        shutdown_rx.clone(),
+    ));
 
     let state = AppState {
         home: home.clone(),
@@ -114,16 +120,25 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         }
     }
     let _ = shutdown_tx.send(true);
-    if !server.is_finished() && tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.is_err() {
-        tracing::warn!("requests still in flight after {} s; closing them", DRAIN_TIMEOUT.as_secs());
+    if !server.is_finished()
+        && tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "requests still in flight after {} s; closing them",
+            DRAIN_TIMEOUT.as_secs()
+        );
         server.abort();
     }
     let _ = spooler.await;
     // Every writer handle is gone now: the writer commits what it holds and ends,
     // and the checkpointer writes the final value once it sees the writer end.
-    let ledger = writer_task.await.map_err(|e| StartError::Fatal(format!("writer failed: {e}")))?;
+    let ledger = writer_task
+        .await
+        .map_err(|e| StartError::Fatal(format!("writer failed: {e}")))?;
     let last = ledger.clock();
-    drop(ledger);
+    ledger.close().await;
     let _ = checkpointer.await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!(clock = last, "stopped");
@@ -183,7 +198,8 @@ fn report_recovery(home: &Home, r: &Recovery) {
 /// instance lock, so it cannot be a live daemon's), and makes it 0600.
 fn bind(path: &Path) -> Result<UnixListener, String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    kitty_store::fsutil::ensure_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    kitty_store::fsutil::ensure_private_dir(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if let Ok(meta) = std::fs::metadata(dir)
         && meta.permissions().mode() & 0o077 != 0
     {
@@ -196,12 +212,19 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             tracing::info!("replacing the stale socket {}", path.display());
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
         }
-        Ok(_) => return Err(format!("{} exists and is not a socket; refusing to replace it", path.display())),
+        Ok(_) => {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
     Ok(listener)

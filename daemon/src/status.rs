@@ -6,12 +6,20 @@ use crate::server::AppState;
 
 pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError> {
     let settings = state.settings.borrow().clone();
-    let mut status = kitty_store::report::base(&state.home, &state.socket, &settings.config, &settings.credentials);
+    let mut status = kitty_store::report::base(
+        &state.home,
+        &state.socket,
+        &settings.config,
+        &settings.credentials,
+    );
     let mut conn = state
         .readers
         .acquire()
         .await
-        .map_err(|source| kitty_store::StoreError::Db { what: "cannot read queue.db", source })?;
+        .map_err(|source| kitty_store::StoreError::Db {
+            what: "cannot read queue.db",
+            source,
+        })?;
     status.queue = kitty_store::queue::stats(&mut conn, settings.config.max_queue_size).await?;
     status.running = true;
     status.pid = Some(std::process::id());

@@ -51,7 +51,10 @@ impl Draft {
         if let Some(unknown) = obj.keys().find(|k| !DRAFT_FIELDS.contains(&k.as_str())) {
             return Err(Violation::new(
                 unknown.clone(),
-                format!("is not a draft field (a draft has {})", DRAFT_FIELDS.join(", ")),
+                format!(
+                    "is not a draft field (a draft has {})",
+                    DRAFT_FIELDS.join(", ")
+                ),
             ));
         }
         let type_name = non_empty(&obj, "event_type")?;
@@ -74,7 +77,11 @@ impl Draft {
                 if id != derived.id {
                     return Err(Violation::new(
                         "aggregate_id",
-                        format!("must be \"{}\" for this {} event", derived.id, event_type.as_str()),
+                        format!(
+                            "must be \"{}\" for this {} event",
+                            derived.id,
+                            event_type.as_str()
+                        ),
                     ));
                 }
                 id.to_owned()
@@ -187,14 +194,30 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_and_types() {
-        assert_eq!(draft(json!({"event_type":"Nope","payload":{}})).unwrap_err().field, "event_type");
-        assert_eq!(draft(json!({"event_typ":"WPCreated","payload":{}})).unwrap_err().field, "event_typ");
-        assert_eq!(draft(json!({"event_type":"WPCreated"})).unwrap_err().field, "payload");
+        assert_eq!(
+            draft(json!({"event_type":"Nope","payload":{}}))
+                .unwrap_err()
+                .field,
+            "event_type"
+        );
+        assert_eq!(
+            draft(json!({"event_typ":"WPCreated","payload":{}}))
+                .unwrap_err()
+                .field,
+            "event_typ"
+        );
+        assert_eq!(
+            draft(json!({"event_type":"WPCreated"})).unwrap_err().field,
+            "payload"
+        );
     }
 
     #[test]
     fn stamps_in_cli_field_order() {
-        let d = draft(json!({"event_type":"ErrorLogged","payload":{"error_type":"auth","error_message":"x"}})).unwrap();
+        let d = draft(
+            json!({"event_type":"ErrorLogged","payload":{"error_type":"auth","error_message":"x"}}),
+        )
+        .unwrap();
         let text = d.stamp(&Stamp {
             event_id: "01HX5ZQK3M8N9P0R1S2T3V4W5X",
             lamport_clock: 7,

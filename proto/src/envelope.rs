@@ -36,16 +36,25 @@ pub struct RelayedEnvelope {
 
 /// Checks the envelope rules of CONTRACT.md §2. The payload must be an object;
 /// its schema is not checked, since any non-empty `event_type` may be relayed.
-pub fn validate_envelope(raw: &str, obj: &Map<String, Value>) -> Result<RelayedEnvelope, Violation> {
+pub fn validate_envelope(
+    raw: &str,
+    obj: &Map<String, Value>,
+) -> Result<RelayedEnvelope, Violation> {
     let event_id = required_str(obj, "event_id")?;
     if !rules::is_ulid(event_id) {
-        return Err(Violation::new("event_id", "must be a ULID (26 characters of ^[0-9A-HJKMNP-TV-Z]{26}$)"));
+        return Err(Violation::new(
+            "event_id",
+            "must be a ULID (26 characters of ^[0-9A-HJKMNP-TV-Z]{26}$)",
+        ));
     }
     let event_type = non_empty(obj, "event_type")?;
     non_empty(obj, "aggregate_id")?;
     let aggregate_type = required_str(obj, "aggregate_type")?;
     if !matches!(aggregate_type, "WorkPackage" | "Feature") {
-        return Err(Violation::new("aggregate_type", "must be WorkPackage or Feature"));
+        return Err(Violation::new(
+            "aggregate_type",
+            "must be WorkPackage or Feature",
+        ));
     }
     if !obj.get("payload").is_some_and(Value::is_object) {
         return Err(Violation::new("payload", "must be a JSON object"));
@@ -91,7 +100,10 @@ pub fn lamport(v: Option<&Value>) -> Result<u64, Violation> {
     }
 }
 
-pub(crate) fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, Violation> {
+pub(crate) fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a str, Violation> {
     match obj.get(key) {
         None | Some(Value::Null) => Err(Violation::new(key, "is required")),
         Some(Value::String(s)) => Ok(s),
@@ -149,7 +161,11 @@ mod tests {
             ("lamport_clock", json!("42"), "lamport_clock"),
             ("lamport_clock", json!(-1), "lamport_clock"),
             ("lamport_clock", json!(1.5), "lamport_clock"),
-            ("lamport_clock", json!(9_007_199_254_740_992u64), "lamport_clock"),
+            (
+                "lamport_clock",
+                json!(9_007_199_254_740_992u64),
+                "lamport_clock",
+            ),
             ("payload", json!([1]), "payload"),
             ("causation_id", json!("x"), "causation_id"),
             ("timestamp", json!("2026-02-04T13:47:09"), "timestamp"),

@@ -48,7 +48,9 @@ impl Home {
         match (spec_home, home) {
             (Some(dir), _) if dir.is_empty() => Err(HomeError::Empty { var: HOME_ENV }),
             (Some(dir), _) => Ok(Self::new(dir)),
-            (None, Some(home)) if !home.is_empty() => Ok(Self::new(PathBuf::from(home).join(".spec-kitty"))),
+            (None, Some(home)) if !home.is_empty() => {
+                Ok(Self::new(PathBuf::from(home).join(".spec-kitty")))
+            }
             _ => Err(HomeError::NoHome),
         }
     }
@@ -134,14 +136,23 @@ mod tests {
         let h = Home::from_vars(None, Some("/home/a".into())).unwrap();
         assert_eq!(h.dir(), Path::new("/home/a/.spec-kitty"));
         assert_eq!(Home::from_vars(None, None), Err(HomeError::NoHome));
-        assert!(matches!(Home::from_vars(Some("".into()), None), Err(HomeError::Empty { .. })));
+        assert!(matches!(
+            Home::from_vars(Some("".into()), None),
+            Err(HomeError::Empty { .. })
+        ));
     }
 
     #[test]
     fn socket_rules() {
         let h = Home::new("/tmp/k");
-        assert_eq!(socket_path_from(&h, None).unwrap(), Path::new("/tmp/k/kitty-syncd.sock"));
-        assert_eq!(socket_path_from(&h, Some("/s.sock".into())).unwrap(), Path::new("/s.sock"));
+        assert_eq!(
+            socket_path_from(&h, None).unwrap(),
+            Path::new("/tmp/k/kitty-syncd.sock")
+        );
+        assert_eq!(
+            socket_path_from(&h, Some("/s.sock".into())).unwrap(),
+            Path::new("/s.sock")
+        );
         let long = Home::new(format!("/tmp/{}", "a".repeat(120)));
         let err = socket_path_from(&long, None).unwrap_err();
         assert!(err.to_string().contains(SOCKET_ENV), "{err}");

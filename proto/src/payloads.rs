@@ -105,7 +105,10 @@ const RESOLUTIONS: &[&str] = &["completed", "skipped", "merged"];
 
 /// Checks `payload` against the schema of `ty`, fills in defaults, and returns
 /// the aggregate the event belongs to.
-pub fn validate_payload(ty: EventType, payload: &mut Map<String, Value>) -> Result<Aggregate, Violation> {
+pub fn validate_payload(
+    ty: EventType,
+    payload: &mut Map<String, Value>,
+) -> Result<Aggregate, Violation> {
     let p = Fields(&*payload);
     let aggregate = match ty {
         EventType::WPStatusChanged => {
@@ -132,7 +135,10 @@ pub fn validate_payload(ty: EventType, payload: &mut Map<String, Value>) -> Resu
                 Some(Value::Array(items)) => {
                     for (i, item) in items.iter().enumerate() {
                         if !item.as_str().is_some_and(rules::is_wp_id) {
-                            return Err(field_rule(&format!("dependencies[{i}]"), "must be a WP id matching ^WP\\d{2}$"));
+                            return Err(field_rule(
+                                &format!("dependencies[{i}]"),
+                                "must be a WP id matching ^WP\\d{2}$",
+                            ));
                         }
                     }
                 }
@@ -148,8 +154,16 @@ pub fn validate_payload(ty: EventType, payload: &mut Map<String, Value>) -> Resu
             work_package(wp)
         }
         EventType::FeatureCreated => {
-            let slug = p.str_matching("feature_slug", rules::is_feature_slug, "must match ^\\d{3}-[a-z0-9-]+$")?;
-            p.str_matching("feature_number", rules::is_feature_number, "must match ^\\d{3}$")?;
+            let slug = p.str_matching(
+                "feature_slug",
+                rules::is_feature_slug,
+                "must match ^\\d{3}-[a-z0-9-]+$",
+            )?;
+            p.str_matching(
+                "feature_number",
+                rules::is_feature_number,
+                "must match ^\\d{3}$",
+            )?;
             p.non_empty("target_branch")?;
             p.uint("wp_count")?;
             p.opt_time("created_at")?;
@@ -161,7 +175,9 @@ pub fn validate_payload(ty: EventType, payload: &mut Map<String, Value>) -> Resu
             p.opt_time("completed_at")?;
             match p.0.get("total_duration") {
                 None | Some(Value::Null | Value::String(_) | Value::Number(_)) => {}
-                Some(_) => return Err(field_rule("total_duration", "must be a string or a number")),
+                Some(_) => {
+                    return Err(field_rule("total_duration", "must be a string or a number"));
+                }
             }
             feature(slug)
         }
@@ -199,7 +215,9 @@ pub fn validate_payload(ty: EventType, payload: &mut Map<String, Value>) -> Resu
 
 fn fill_defaults(ty: EventType, payload: &mut Map<String, Value>) {
     match ty {
-        EventType::WPStatusChanged if !payload.contains_key("from_lane") && !payload.contains_key("to_lane") => {
+        EventType::WPStatusChanged
+            if !payload.contains_key("from_lane") && !payload.contains_key("to_lane") =>
+        {
             default(payload, "changed_by", "user")
         }
         EventType::WPCreated => default(payload, "dependencies", Value::Array(vec![])),
@@ -258,7 +276,12 @@ impl<'a> Fields<'a> {
         Ok(s)
     }
 
-    fn str_matching(&self, key: &str, ok: fn(&str) -> bool, rule: &str) -> Result<&'a str, Violation> {
+    fn str_matching(
+        &self,
+        key: &str,
+        ok: fn(&str) -> bool,
+        rule: &str,
+    ) -> Result<&'a str, Violation> {
         let s = self.string(key)?;
         if !ok(s) {
             return Err(field_rule(key, rule));
@@ -273,7 +296,10 @@ impl<'a> Fields<'a> {
     fn one_of(&self, key: &str, allowed: &[&str]) -> Result<&'a str, Violation> {
         let s = self.string(key)?;
         if !allowed.contains(&s) {
-            return Err(field_rule(key, &format!("must be one of {}", allowed.join(", "))));
+            return Err(field_rule(
+                key,
+                &format!("must be one of {}", allowed.join(", ")),
+            ));
         }
         Ok(s)
     }
@@ -301,7 +327,9 @@ impl<'a> Fields<'a> {
 
     fn opt_time(&self, key: &str) -> Result<(), Violation> {
         match self.opt_str(key)? {
-            Some(s) if !rules::is_iso8601(s) => Err(field_rule(key, "must be an ISO-8601 date-time")),
+            Some(s) if !rules::is_iso8601(s) => {
+                Err(field_rule(key, "must be an ISO-8601 date-time"))
+            }
             _ => Ok(()),
         }
     }
@@ -394,7 +422,13 @@ mod tests {
             json!({"error_type":"runtime","error_message":"boom"}),
         )
         .unwrap();
-        assert_eq!(agg, Aggregate { kind: AggregateType::Feature, id: "error".into() });
+        assert_eq!(
+            agg,
+            Aggregate {
+                kind: AggregateType::Feature,
+                id: "error".into()
+            }
+        );
         let (agg, _) = check(
             EventType::ErrorLogged,
             json!({"error_type":"runtime","error_message":"boom","wp_id":"WP07"}),
@@ -405,11 +439,13 @@ mod tests {
 
     #[test]
     fn dependency_resolved() {
-        assert!(check(
-            EventType::DependencyResolved,
-            json!({"wp_id":"WP02","dependency_wp_id":"WP01","resolution_type":"merged"}),
-        )
-        .is_ok());
+        assert!(
+            check(
+                EventType::DependencyResolved,
+                json!({"wp_id":"WP02","dependency_wp_id":"WP01","resolution_type":"merged"}),
+            )
+            .is_ok()
+        );
         let e = check(
             EventType::DependencyResolved,
             json!({"wp_id":"WP02","dependency_wp_id":"WP01","resolution_type":"maybe"}),

@@ -76,19 +76,30 @@ pub fn parse_events_request(body: &[u8]) -> Result<Vec<Submission>, RequestError
     if body.len() > MAX_BODY_BYTES {
         return Err(RequestError::TooLarge { len: body.len() });
     }
-    let text = std::str::from_utf8(body).map_err(|e| RequestError::InvalidJson(format!("not UTF-8: {e}")))?;
-    let top: &RawValue = serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let whole = |v: Violation| RequestError::Invalid { index: None, violation: v };
+    let text = std::str::from_utf8(body)
+        .map_err(|e| RequestError::InvalidJson(format!("not UTF-8: {e}")))?;
+    let top: &RawValue =
+        serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let whole = |v: Violation| RequestError::Invalid {
+        index: None,
+        violation: v,
+    };
     if top.get().starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(top.get()).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+        let items: Vec<&RawValue> = serde_json::from_str(top.get())
+            .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
         if items.is_empty() {
-            return Err(whole(Violation::new("events", "must hold at least one event")));
+            return Err(whole(Violation::new(
+                "events",
+                "must hold at least one event",
+            )));
         }
         if items.len() > MAX_EVENTS_PER_REQUEST {
             return Err(whole(Violation::new(
                 "events",
-                format!("holds {}; at most {MAX_EVENTS_PER_REQUEST} events per request", items.len()),
+                format!(
+                    "holds {}; at most {MAX_EVENTS_PER_REQUEST} events per request",
+                    items.len()
+                ),
             )));
         }
         items
@@ -138,13 +149,21 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(parse_events_request(b"{").unwrap_err().http_status(), 400);
-        assert_eq!(parse_events_request(b"\xff\xfe").unwrap_err().http_status(), 400);
+        assert_eq!(
+            parse_events_request(b"\xff\xfe").unwrap_err().http_status(),
+            400
+        );
         assert_eq!(parse_events_request(b"[]").unwrap_err().http_status(), 422);
         assert_eq!(parse_events_request(b"42").unwrap_err().http_status(), 422);
         let big = vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(parse_events_request(&big).unwrap_err().http_status(), 413);
         let many = format!("[{}]", vec![DRAFT; MAX_EVENTS_PER_REQUEST + 1].join(","));
-        assert_eq!(parse_events_request(many.as_bytes()).unwrap_err().http_status(), 422);
+        assert_eq!(
+            parse_events_request(many.as_bytes())
+                .unwrap_err()
+                .http_status(),
+            422
+        );
     }
 
     #[test]
@@ -163,7 +182,11 @@ mod tests {
     fn deep_nesting_is_a_clean_error() {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse_events_request(deep.as_bytes()).is_err());
-        let deep = format!(r#"{{"event_type":"WPCreated","payload":{}1{}}}"#, r#"{"a":"#.repeat(500), "}".repeat(500));
+        let deep = format!(
+            r#"{{"event_type":"WPCreated","payload":{}1{}}}"#,
+            r#"{"a":"#.repeat(500),
+            "}".repeat(500)
+        );
         let err = parse_events_request(deep.as_bytes()).unwrap_err();
         assert_eq!(err.http_status(), 422);
         assert!(err.to_string().contains("recursion limit"), "{err}");

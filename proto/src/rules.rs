@@ -32,7 +32,8 @@ impl std::error::Error for Violation {}
 pub fn is_ulid(s: &str) -> bool {
     s.len() == 26
         && s.bytes().all(|b| {
-            b.is_ascii_digit() || (b.is_ascii_uppercase() && !matches!(b, b'I' | b'L' | b'O' | b'U'))
+            b.is_ascii_digit()
+                || (b.is_ascii_uppercase() && !matches!(b, b'I' | b'L' | b'O' | b'U'))
         })
         && s.as_bytes()[0] <= b'7'
 }

@@ -19,7 +19,10 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClockFile {
     Missing,
-    Valid { value: u64, node_id: Option<String> },
+    Valid {
+        value: u64,
+        node_id: Option<String>,
+    },
     /// Unreadable or not the contract's shape; the reason says which.
     Corrupt(String),
 }
@@ -40,13 +43,19 @@ pub fn read(path: &Path) -> ClockFile {
         Err(e) => return ClockFile::Corrupt(format!("cannot read: {e}")),
     };
     if bytes.len() > 64 * 1024 {
-        return ClockFile::Corrupt(format!("{} bytes, far larger than a checkpoint", bytes.len()));
+        return ClockFile::Corrupt(format!(
+            "{} bytes, far larger than a checkpoint",
+            bytes.len()
+        ));
     }
     let v: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => return ClockFile::Corrupt(format!("not JSON: {e}")),
     };
-    let value = match v.get("value").map(|x| kitty_proto::envelope::lamport(Some(x))) {
+    let value = match v
+        .get("value")
+        .map(|x| kitty_proto::envelope::lamport(Some(x)))
+    {
         Some(Ok(x)) => x,
         _ => return ClockFile::Corrupt("\"value\" is not an integer from 0 to 2^53-1".into()),
     };
@@ -80,19 +89,42 @@ mod tests {
         assert_eq!(read(&p), ClockFile::Missing);
         write(&p, 42, "3f9a0c1b2d4e").unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.starts_with("{\n  \"value\": 42,\n  \"node_id\": \"3f9a0c1b2d4e\",\n  \"updated_at\": \""), "{text}");
-        assert_eq!(read(&p), ClockFile::Valid { value: 42, node_id: Some("3f9a0c1b2d4e".into()) });
+        assert!(
+            text.starts_with(
+                "{\n  \"value\": 42,\n  \"node_id\": \"3f9a0c1b2d4e\",\n  \"updated_at\": \""
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            read(&p),
+            ClockFile::Valid {
+                value: 42,
+                node_id: Some("3f9a0c1b2d4e".into())
+            }
+        );
     }
 
     #[test]
     fn corrupt_shapes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("clock.json");
-        for bad in ["{", "[]", r#"{"value":"7"}"#, r#"{"value":-1}"#, r#"{"value":1.5}"#] {
+        for bad in [
+            "{",
+            "[]",
+            r#"{"value":"7"}"#,
+            r#"{"value":-1}"#,
+            r#"{"value":1.5}"#,
+        ] {
             std::fs::write(&p, bad).unwrap();
             assert!(matches!(read(&p), ClockFile::Corrupt(_)), "{bad}");
         }
         std::fs::write(&p, r#"{"value": 9}"#).unwrap();
-        assert_eq!(read(&p), ClockFile::Valid { value: 9, node_id: None });
+        assert_eq!(
+            read(&p),
+            ClockFile::Valid {
+                value: 9,
+                node_id: None
+            }
+        );
     }
 }

@@ -43,7 +43,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(fail(format!("cannot read: {e}"))),
-        Ok(m) if m.len() > MAX_FILE_BYTES => return Err(fail(format!("{} bytes; refusing a config over 1 MiB", m.len()))),
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            return Err(fail(format!(
+                "{} bytes; refusing a config over 1 MiB",
+                m.len()
+            )));
+        }
         Ok(_) => {}
     }
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
@@ -51,14 +56,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 pub fn parse(text: &str) -> Result<Config, String> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| format!("not valid TOML: {}", e.message()))?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("not valid TOML: {}", e.message()))?;
     let mut config = Config::default();
     if let Some(sync) = table.get("sync") {
         let sync = sync.as_table().ok_or("[sync] must be a table")?;
         if let Some(v) = sync.get("server_url") {
-            let url = v.as_str().ok_or("[sync] server_url must be a string")?.trim();
+            let url = v
+                .as_str()
+                .ok_or("[sync] server_url must be a string")?
+                .trim();
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 9 {
-                return Err(format!("[sync] server_url must be an http(s) URL, not {url:?}"));
+                return Err(format!(
+                    "[sync] server_url must be an http(s) URL, not {url:?}"
+                ));
             }
             config.server_url = url.trim_end_matches('/').to_owned();
         }
@@ -66,14 +77,22 @@ pub fn parse(text: &str) -> Result<Config, String> {
             let n = v
                 .as_integer()
                 .filter(|n| (1..=MAX_MAX_QUEUE_SIZE as i64).contains(n))
-                .ok_or_else(|| format!("[sync] max_queue_size must be an integer from 1 to {MAX_MAX_QUEUE_SIZE}"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "[sync] max_queue_size must be an integer from 1 to {MAX_MAX_QUEUE_SIZE}"
+                    )
+                })?;
             config.max_queue_size = n as u64;
         }
     }
     if let Some(daemon) = table.get("daemon") {
         let daemon = daemon.as_table().ok_or("[daemon] must be a table")?;
         if let Some(v) = daemon.get("log") {
-            config.log_filter = Some(v.as_str().ok_or("[daemon] log must be a string")?.to_owned());
+            config.log_filter = Some(
+                v.as_str()
+                    .ok_or("[daemon] log must be a string")?
+                    .to_owned(),
+            );
         }
     }
     Ok(config)
@@ -86,7 +105,10 @@ mod tests {
     #[test]
     fn defaults_and_values() {
         assert_eq!(parse("").unwrap(), Config::default());
-        let c = parse("[auth]\nx=1\n[sync]\nserver_url = \"http://127.0.0.1:9/\"\nmax_queue_size = 5\n").unwrap();
+        let c = parse(
+            "[auth]\nx=1\n[sync]\nserver_url = \"http://127.0.0.1:9/\"\nmax_queue_size = 5\n",
+        )
+        .unwrap();
         assert_eq!(c.server_url, "http://127.0.0.1:9");
         assert_eq!(c.max_queue_size, 5);
     }
@@ -110,6 +132,9 @@ mod tests {
     #[test]
     fn missing_file_is_default() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(&dir.path().join("config.toml")).unwrap(), Config::default());
+        assert_eq!(
+            load(&dir.path().join("config.toml")).unwrap(),
+            Config::default()
+        );
     }
 }

@@ -34,13 +34,18 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Logged in = the access token or the refresh token is unexpired.
     pub fn logged_in(&self, now: DateTime<Utc>) -> bool {
-        let live = |tok: &Option<String>, exp: &Option<DateTime<Utc>>| tok.is_some() && exp.is_some_and(|e| e > now);
+        let live = |tok: &Option<String>, exp: &Option<DateTime<Utc>>| {
+            tok.is_some() && exp.is_some_and(|e| e > now)
+        };
         live(&self.access, &self.access_expires_at) || live(&self.refresh, &self.refresh_expires_at)
     }
 
     /// The team events are stamped with: `[user].team_slug`, else `"local"`.
     pub fn team_slug(&self) -> &str {
-        self.team_slug.as_deref().filter(|t| !t.trim().is_empty()).unwrap_or("local")
+        self.team_slug
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or("local")
     }
 }
 
@@ -71,7 +76,9 @@ pub fn read(path: &Path) -> CredentialsFile {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CredentialsFile::Missing,
         Err(e) => return CredentialsFile::Corrupt(format!("cannot read: {e}")),
-        Ok(m) if m.len() > MAX_FILE_BYTES => return CredentialsFile::Corrupt(format!("{} bytes, too large", m.len())),
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            return CredentialsFile::Corrupt(format!("{} bytes, too large", m.len()));
+        }
         Ok(_) => {}
     }
     match std::fs::read_to_string(path) {
@@ -81,17 +88,24 @@ pub fn read(path: &Path) -> CredentialsFile {
 }
 
 pub fn parse(text: &str) -> Result<Credentials, String> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| format!("not valid TOML: {}", e.message()))?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("not valid TOML: {}", e.message()))?;
     let section = |name: &str| -> Result<Option<&toml::Table>, String> {
         match table.get(name) {
             None => Ok(None),
-            Some(v) => v.as_table().map(Some).ok_or_else(|| format!("[{name}] must be a table")),
+            Some(v) => v
+                .as_table()
+                .map(Some)
+                .ok_or_else(|| format!("[{name}] must be a table")),
         }
     };
     let string = |t: Option<&toml::Table>, key: &str| -> Result<Option<String>, String> {
         match t.and_then(|t| t.get(key)) {
             None => Ok(None),
-            Some(v) => v.as_str().map(|s| Some(s.to_owned())).ok_or_else(|| format!("{key} must be a string")),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| format!("{key} must be a string")),
         }
     };
     let time = |t: Option<&toml::Table>, key: &str| -> Result<Option<DateTime<Utc>>, String> {
@@ -149,12 +163,19 @@ url = "https://spec-kitty-dev.fly.dev"
         assert!(c.logged_in(t("2026-02-04T13:00:00")));
         assert!(c.logged_in(t("2026-02-10T00:00:00")), "refresh still valid");
         assert!(!c.logged_in(t("2026-02-12T00:00:00")));
-        assert!(!format!("{c:?}").contains("aaa"), "tokens must not be printed");
+        assert!(
+            !format!("{c:?}").contains("aaa"),
+            "tokens must not be printed"
+        );
     }
 
     #[test]
     fn corrupt_reads_as_logged_out() {
-        for bad in ["[tokens", "tokens = 3", "[tokens]\naccess_expires_at = \"soon\""] {
+        for bad in [
+            "[tokens",
+            "tokens = 3",
+            "[tokens]\naccess_expires_at = \"soon\"",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         let dir = tempfile::tempdir().unwrap();

@@ -92,14 +92,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("queue.db");
         {
-            let mut c = SqliteConnection::connect_with(&options(&p).create_if_missing(true)).await.unwrap();
+            let mut c = SqliteConnection::connect_with(&options(&p).create_if_missing(true))
+                .await
+                .unwrap();
             sqlx::query("CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE NOT NULL, event_type TEXT NOT NULL, data TEXT NOT NULL, timestamp INTEGER NOT NULL, retry_count INTEGER DEFAULT 0, coalesce_key TEXT)")
                 .execute(&mut c).await.unwrap();
             sqlx::query("INSERT INTO queue (event_id, event_type, data, timestamp, coalesce_key) VALUES ('a','T','{}',1,'k')")
                 .execute(&mut c).await.unwrap();
         }
         let mut c = open_writer(&p).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue").fetch_one(&mut c).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
         assert_eq!(n, 1);
     }
 
@@ -108,7 +113,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("queue.db");
         open_writer(&p).await.unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(open_existing(&dir.path().join("none.db")).await.unwrap().is_none());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            open_existing(&dir.path().join("none.db"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -75,7 +75,9 @@ impl Ledger {
         let queue_max = queue::max_lamport(&mut conn).await?;
         let value = clock_file.value().max(high_water_mark).max(queue_max);
         let node_id = match &clock_file {
-            ClockFile::Valid { node_id: Some(id), .. } => id.clone(),
+            ClockFile::Valid {
+                node_id: Some(id), ..
+            } => id.clone(),
             _ => node_id::compute(),
         };
         let recovery = Recovery {
@@ -109,22 +111,39 @@ impl Ledger {
         self.max_queue_size = max;
     }
 
+    /// Closes queue.db cleanly, so SQLite checkpoints and removes its WAL file.
+    pub async fn close(self) {
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!("closing queue.db: {e}");
+        }
+    }
+
     /// Writes clock.json with the current value.
     pub fn checkpoint(&self, home: &Home) -> std::io::Result<()> {
-        clockfile::write(&home.clock_json(), self.stamper.clock, &self.stamper.node_id)
+        clockfile::write(
+            &home.clock_json(),
+            self.stamper.clock,
+            &self.stamper.node_id,
+        )
     }
 
     /// Commits `jobs` in one transaction; one result per job, in order. A job
     /// refused for the cap changes nothing; if the transaction fails, no job's
     /// events are stored and the clock is as it was.
-    pub async fn commit(&mut self, jobs: &[Job], team_slug: &str) -> Vec<Result<Vec<Accepted>, CommitError>> {
+    pub async fn commit(
+        &mut self,
+        jobs: &[Job],
+        team_slug: &str,
+    ) -> Vec<Result<Vec<Accepted>, CommitError>> {
         let before = self.stamper.clock;
         match self.commit_inner(jobs, team_slug).await {
             Ok(results) => results,
             Err(e) => {
                 self.stamper.clock = before;
                 let msg = e.to_string();
-                jobs.iter().map(|_| Err(CommitError::Storage(msg.clone()))).collect()
+                jobs.iter()
+                    .map(|_| Err(CommitError::Storage(msg.clone())))
+                    .collect()
             }
         }
     }
@@ -172,10 +191,11 @@ impl Ledger {
         if self.stamper.clock != start_clock {
             queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
         }
-        tx.commit().await.map_err(StoreError::db("cannot commit to queue.db"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("cannot commit to queue.db"))?;
         Ok(results)
     }
-
 }
 
 impl Stamper {
@@ -232,13 +252,14 @@ impl Stamper {
         // Already queued (a retry): keep the row as it is, and take back the
         // value we stamped so that the sequence stays free of gaps.
         self.clock = mark;
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT json_extract(data, '$.lamport_clock') FROM queue WHERE event_id = ?")
-                .bind(&event_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(StoreError::db("cannot read a queued event"))?
-                .flatten();
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT json_extract(data, '$.lamport_clock') FROM queue WHERE event_id = ?",
+        )
+        .bind(&event_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::db("cannot read a queued event"))?
+        .flatten();
         Ok(Accepted {
             event_id,
             lamport_clock: existing.map_or(lamport, |v| v.max(0) as u64),
@@ -274,8 +295,13 @@ mod tests {
         let home = Home::new(dir.path());
         let (mut l, r) = Ledger::open(&home, 10).await.unwrap();
         assert_eq!(r.value, 0);
-        let res = l.commit(&[job(D), job(&format!("[{D},{D}]"))], "local").await;
-        let values: Vec<u64> = res.iter().flat_map(|r| r.as_ref().unwrap().iter().map(|a| a.lamport_clock)).collect();
+        let res = l
+            .commit(&[job(D), job(&format!("[{D},{D}]"))], "local")
+            .await;
+        let values: Vec<u64> = res
+            .iter()
+            .flat_map(|r| r.as_ref().unwrap().iter().map(|a| a.lamport_clock))
+            .collect();
         assert_eq!(values, vec![1, 2, 3]);
         // No clock.json was written: the high-water mark alone carries the clock.
         drop(l);
@@ -307,8 +333,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         let (mut l, _) = Ledger::open(&home, 2).await.unwrap();
-        let res = l.commit(&[job(&format!("[{D},{D},{D}]")), job(D)], "acme").await;
-        assert!(matches!(res[0], Err(CommitError::QueueFull { depth: 0, max: 2, wanted: 3 })));
+        let res = l
+            .commit(&[job(&format!("[{D},{D},{D}]")), job(D)], "acme")
+            .await;
+        assert!(matches!(
+            res[0],
+            Err(CommitError::QueueFull {
+                depth: 0,
+                max: 2,
+                wanted: 3
+            })
+        ));
         assert_eq!(res[1].as_ref().unwrap()[0].lamport_clock, 1);
         let env = r#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","event_type":"Custom","aggregate_id":"a","aggregate_type":"Feature","payload":{},"node_id":"n","lamport_clock":40,"timestamp":"2026-02-04T13:47:09Z","team_slug":"acme"}"#;
         let res = l.commit(&[job(env)], "acme").await.remove(0).unwrap();

@@ -94,7 +94,11 @@ pub fn claim_instance(path: &Path) -> Result<Held, InstanceError> {
 /// The pid recorded in a daemon lock file.
 pub fn running_pid(path: &Path) -> Option<String> {
     let mut s = String::new();
-    File::open(path).ok()?.take(64).read_to_string(&mut s).ok()?;
+    File::open(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut s)
+        .ok()?;
     let pid = s.trim();
     (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then(|| pid.to_owned())
 }
@@ -118,7 +122,10 @@ mod tests {
         let p = dir.path().join("kitty-syncd.lock");
         let held = claim_instance(&p).unwrap();
         let err = claim_instance(&p).unwrap_err();
-        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
         assert!(is_held(&p));
         drop(held);
         assert!(!is_held(&p));
@@ -130,6 +137,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("clock.lock");
         let _held = try_lock(&p).unwrap().unwrap();
-        assert!(lock_within(&p, Duration::from_millis(20)).unwrap().is_none());
+        assert!(
+            lock_within(&p, Duration::from_millis(20))
+                .unwrap()
+                .is_none()
+        );
     }
 }

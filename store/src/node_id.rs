@@ -42,7 +42,13 @@ fn passwd_name() -> Option<String> {
     // SAFETY: all pointers reference live, correctly sized buffers; on success
     // pw_name points into `buf`, which outlives the read below.
     let rc = unsafe {
-        libc::getpwuid_r(libc::getuid(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
         return None;
@@ -66,6 +72,9 @@ mod tests {
         assert_eq!(from_parts("devbox", "alice"), "37e1946a7e09");
         let id = compute();
         assert_eq!(id.len(), 12);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 }

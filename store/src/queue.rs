@@ -17,7 +17,10 @@ pub async fn depth(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
 }
 
 /// Depth, oldest age, retry distribution and the five commonest event types.
-pub async fn stats(conn: &mut SqliteConnection, max_queue_size: u64) -> Result<QueueStats, StoreError> {
+pub async fn stats(
+    conn: &mut SqliteConnection,
+    max_queue_size: u64,
+) -> Result<QueueStats, StoreError> {
     let row = sqlx::query(
         "SELECT COUNT(*),
                 MIN(timestamp),
@@ -57,7 +60,10 @@ pub async fn stats(conn: &mut SqliteConnection, max_queue_size: u64) -> Result<Q
 }
 
 /// The oldest `limit` rows, in drain order.
-pub async fn oldest(conn: &mut SqliteConnection, limit: u32) -> Result<Vec<QueueEntry>, StoreError> {
+pub async fn oldest(
+    conn: &mut SqliteConnection,
+    limit: u32,
+) -> Result<Vec<QueueEntry>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, event_id, event_type, data, timestamp, COALESCE(retry_count, 0)
          FROM queue ORDER BY timestamp ASC, id ASC LIMIT ?",
@@ -95,7 +101,9 @@ pub async fn max_lamport(conn: &mut SqliteConnection) -> Result<u64, StoreError>
     )
     .fetch_one(conn)
     .await
-    .map_err(StoreError::db("cannot read the queue's largest Lamport value"))?;
+    .map_err(StoreError::db(
+        "cannot read the queue's largest Lamport value",
+    ))?;
     Ok(max.map_or(0, |m| (m.max(0) as u64).min(kitty_proto::MAX_LAMPORT)))
 }
 
@@ -109,7 +117,10 @@ pub async fn high_water_mark(conn: &mut SqliteConnection) -> Result<u64, StoreEr
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
-pub(crate) async fn set_high_water_mark(conn: &mut SqliteConnection, value: u64) -> Result<(), StoreError> {
+pub(crate) async fn set_high_water_mark(
+    conn: &mut SqliteConnection,
+    value: u64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO kitty_meta (key, value) VALUES (?, ?)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -50,7 +50,9 @@ pub async fn from_disk(home: &Home, socket: &Path) -> Status {
     let file = clockfile::read(&home.clock_json());
     status.clock.value = file.value();
     status.clock.node_id = match &file {
-        clockfile::ClockFile::Valid { node_id: Some(id), .. } => id.clone(),
+        clockfile::ClockFile::Valid {
+            node_id: Some(id), ..
+        } => id.clone(),
         _ => crate::node_id::compute(),
     };
     if let Ok(Some(mut conn)) = db::open_existing(&home.queue_db()).await {

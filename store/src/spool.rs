@@ -23,11 +23,17 @@ struct Entry<'a> {
 }
 
 /// Spools one event (a draft carrying its event_id, or an envelope).
-pub fn write(home: &Home, event_id: &str, event: &RawValue, made_at: DateTime<Utc>) -> std::io::Result<PathBuf> {
+pub fn write(
+    home: &Home,
+    event_id: &str,
+    event: &RawValue,
+    made_at: DateTime<Utc>,
+) -> std::io::Result<PathBuf> {
     let dir = home.spool_dir();
     fsutil::ensure_private_dir(&dir)?;
     let path = dir.join(format!("{event_id}.json"));
-    let text = serde_json::to_vec(&Entry { made_at, event }).expect("a spool entry always serialises");
+    let text =
+        serde_json::to_vec(&Entry { made_at, event }).expect("a spool entry always serialises");
     fsutil::atomic_write(&path, &text, 0o600)?;
     Ok(path)
 }
@@ -40,7 +46,8 @@ pub fn list(home: &Home) -> std::io::Result<Vec<PathBuf>> {
             .map(|e| e.path())
             .filter(|p| {
                 p.extension().is_some_and(|e| e == "json")
-                    && p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                    && p.file_name()
+                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
             })
             .collect::<Vec<_>>(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
@@ -56,7 +63,8 @@ pub fn read(path: &Path) -> Result<Job, String> {
     if bytes.len() > kitty_proto::MAX_BODY_BYTES {
         return Err(format!("{} bytes, over the request limit", bytes.len()));
     }
-    let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| format!("not a spool entry: {e}"))?;
+    let entry: Entry =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a spool entry: {e}"))?;
     let event = parse_one(entry.event).map_err(|v| v.to_string())?;
     Ok(Job {
         events: vec![event],
