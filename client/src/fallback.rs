@@ -19,10 +19,13 @@ use crate::EmitError;
 
 /// How long to wait for another client that is queueing directly.
 const CLOCK_LOCK_PATIENCE: Duration = Duration::from_millis(250);
+/// How long a direct commit waits for another process's write lock on queue.db.
+const BUSY_PATIENCE: Duration = Duration::from_millis(250);
 
 pub enum Fallback {
     Direct(Accepted),
-    Spooled,
+    /// Spooled, with the reason it could not be queued directly when there was one.
+    Spooled(Option<String>),
 }
 
 pub async fn queue(
@@ -36,18 +39,16 @@ pub async fn queue(
         EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
     })?;
     let Some(_held) = held else {
-        let id = submission.event_id().unwrap_or_default().to_owned();
-        kitty_store::spool::write(home, &id, event, Utc::now())
-            .map_err(|e| EmitError::Failed(format!("cannot spool the event: {e}")))?;
-        return Ok(Fallback::Spooled);
+        return spool(home, event, &submission, None);
     };
     // A broken config.toml stops the daemon from starting, but must not cost
     // the caller its event: queue it under the default cap.
     let config = kitty_store::config::load(&home.config_toml()).unwrap_or_default();
     let team = kitty_store::credentials::read(&home.credentials());
-    let (mut ledger, _) = Ledger::open(home, config.max_queue_size)
-        .await
-        .map_err(|e| EmitError::Failed(e.to_string()))?;
+    let (mut ledger, _) = match Ledger::open(home, config.max_queue_size, BUSY_PATIENCE).await {
+        Ok(l) => l,
+        Err(e) => return spool(home, event, &submission, Some(e.to_string())),
+    };
     let job = Job {
         events: vec![submission],
         made_at: None,
@@ -66,6 +67,19 @@ pub async fn queue(
     match result {
         Ok(mut accepted) => Ok(Fallback::Direct(accepted.remove(0))),
         Err(e @ CommitError::QueueFull { .. }) => Err(EmitError::QueueFull(e.to_string())),
-        Err(CommitError::Storage(e)) => Err(EmitError::Failed(e)),
+        // queue.db is busy or broken: the spool keeps the event for the daemon.
+        Err(CommitError::Storage(e)) => spool(home, event, &job.events[0], Some(e)),
     }
+}
+
+fn spool(
+    home: &Home,
+    event: &RawValue,
+    submission: &Submission,
+    why: Option<String>,
+) -> Result<Fallback, EmitError> {
+    let id = submission.event_id().unwrap_or_default();
+    kitty_store::spool::write(home, id, event, Utc::now())
+        .map_err(|e| EmitError::Failed(format!("cannot spool the event: {e}")))?;
+    Ok(Fallback::Spooled(why))
 }

@@ -162,9 +162,12 @@ impl Client {
                     duplicate: a.duplicate,
                 })
             }
-            fallback::Fallback::Spooled => {
+            fallback::Fallback::Spooled(direct_failed) => {
+                let also = direct_failed
+                    .map(|e| format!(" (queue.db: {e})"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "kitty-sync: warning: {why}; spooled {event_id} for the daemon to queue when it recovers"
+                    "kitty-sync: warning: {why}{also}; spooled {event_id} for the daemon to queue"
                 );
                 Ok(Emitted {
                     event_id,

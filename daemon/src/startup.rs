@@ -51,9 +51,13 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
             ))
         })?;
 
-    let (ledger, recovery) = Ledger::open(&home, settings.config.max_queue_size)
-        .await
-        .map_err(|e| StartError::Fatal(e.to_string()))?;
+    let (ledger, recovery) = Ledger::open(
+        &home,
+        settings.config.max_queue_size,
+        kitty_store::db::BUSY_TIMEOUT,
+    )
+    .await
+    .map_err(|e| StartError::Fatal(e.to_string()))?;
     report_recovery(&home, &recovery);
     if recovery.checkpoint_stale() {
         ledger.checkpoint(&home).map_err(|e| {

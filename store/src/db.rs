@@ -41,9 +41,15 @@ fn options(path: &Path) -> SqliteConnectOptions {
 /// Opens (creating when missing, mode 0600) the queue for writing and makes
 /// sure the schema exists. A file with the later `coalesce_key` column, or
 /// without it, opens the same way: we never name that column.
-pub async fn open_writer(path: &Path) -> Result<SqliteConnection, StoreError> {
+pub async fn open_writer(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<SqliteConnection, StoreError> {
     crate::fsutil::touch_private(path, 0o600).map_err(StoreError::io("cannot create", path))?;
-    let mut conn = SqliteConnection::connect_with(&options(path).create_if_missing(true))
+    let opts = options(path)
+        .create_if_missing(true)
+        .busy_timeout(busy_timeout);
+    let mut conn = SqliteConnection::connect_with(&opts)
         .await
         .map_err(StoreError::db("cannot open queue.db"))?;
     for stmt in SCHEMA {
@@ -100,7 +106,7 @@ mod tests {
             sqlx::query("INSERT INTO queue (event_id, event_type, data, timestamp, coalesce_key) VALUES ('a','T','{}',1,'k')")
                 .execute(&mut c).await.unwrap();
         }
-        let mut c = open_writer(&p).await.unwrap();
+        let mut c = open_writer(&p, BUSY_TIMEOUT).await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
             .fetch_one(&mut c)
             .await
@@ -112,7 +118,7 @@ mod tests {
     async fn new_file_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("queue.db");
-        open_writer(&p).await.unwrap();
+        open_writer(&p, BUSY_TIMEOUT).await.unwrap();
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600

@@ -6,6 +6,8 @@
 //!
 //! Whoever holds a ledger must hold `clock.lock` (see [`crate::lock`]).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use kitty_proto::api::Accepted;
 use kitty_proto::draft::Stamp;
@@ -68,8 +70,15 @@ impl Ledger {
     /// Opens queue.db and resumes the clock from the largest of clock.json, the
     /// stored high-water mark and the largest `lamport_clock` in the queue, so a
     /// corrupt, deleted or stale clock.json can only move it up, never back.
-    pub async fn open(home: &Home, max_queue_size: u64) -> Result<(Self, Recovery), StoreError> {
-        let mut conn = db::open_writer(&home.queue_db()).await?;
+    ///
+    /// `busy_timeout` bounds how long a commit waits for another process (the
+    /// Python CLI) to release queue.db's write lock.
+    pub async fn open(
+        home: &Home,
+        max_queue_size: u64,
+        busy_timeout: Duration,
+    ) -> Result<(Self, Recovery), StoreError> {
+        let mut conn = db::open_writer(&home.queue_db(), busy_timeout).await?;
         let clock_file = clockfile::read(&home.clock_json());
         let high_water_mark = queue::high_water_mark(&mut conn).await?;
         let queue_max = queue::max_lamport(&mut conn).await?;
@@ -293,7 +302,7 @@ mod tests {
     async fn stamps_in_order_and_recovers_upwards() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let (mut l, r) = Ledger::open(&home, 10).await.unwrap();
+        let (mut l, r) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
         assert_eq!(r.value, 0);
         let res = l
             .commit(&[job(D), job(&format!("[{D},{D}]"))], "local")
@@ -305,12 +314,12 @@ mod tests {
         assert_eq!(values, vec![1, 2, 3]);
         // No clock.json was written: the high-water mark alone carries the clock.
         drop(l);
-        let (l, r) = Ledger::open(&home, 10).await.unwrap();
+        let (l, r) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
         assert_eq!((r.high_water_mark, r.queue_max, l.clock()), (3, 3, 3));
         assert!(r.checkpoint_stale());
         std::fs::write(home.clock_json(), "{corrupt").unwrap();
         drop(l);
-        let (l, _) = Ledger::open(&home, 10).await.unwrap();
+        let (l, _) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
         assert_eq!(l.clock(), 3);
     }
 
@@ -318,7 +327,7 @@ mod tests {
     async fn duplicates_keep_one_row_and_no_gap() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let (mut l, _) = Ledger::open(&home, 10).await.unwrap();
+        let (mut l, _) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
         let with_id = r#"{"event_type":"WPCreated","event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
         let a = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
         let b = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
@@ -332,7 +341,7 @@ mod tests {
     async fn cap_refuses_whole_request_and_envelopes_receive() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let (mut l, _) = Ledger::open(&home, 2).await.unwrap();
+        let (mut l, _) = Ledger::open(&home, 2, db::BUSY_TIMEOUT).await.unwrap();
         let res = l
             .commit(&[job(&format!("[{D},{D},{D}]")), job(D)], "acme")
             .await;
