@@ -55,9 +55,38 @@ pub fn main(json: bool) -> ExitCode {
     }
 }
 
-/// The command that starts the daemon on this machine.
+/// The command that starts the daemon on this machine: through the service
+/// manager when the service is installed, else how to install or run it.
 pub fn start_hint() -> String {
-    "kitty-syncd run".into()
+    use kitty_proto::service;
+    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else {
+        return "kitty-syncd run".into();
+    };
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(std::path::PathBuf::from);
+    let unit = service::systemd_user_dir(&home, xdg.as_deref()).join(service::SYSTEMD_SERVICE);
+    let plist = service::launchd_plist(&home);
+    if unit.exists() {
+        format!(
+            "systemctl --user start {} {}",
+            service::SYSTEMD_SOCKET,
+            service::SYSTEMD_SERVICE
+        )
+    } else if plist.exists() {
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        format!("launchctl bootstrap gui/{uid} {}", plist.display())
+    } else if cfg!(target_os = "macos") {
+        "kitty-syncd install (a LaunchAgent), or kitty-syncd run".into()
+    } else if on_path("systemctl") {
+        "kitty-syncd install (a systemd user service), or kitty-syncd run".into()
+    } else {
+        "kitty-syncd run".into()
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 /// A table a person reads at a glance.
@@ -128,6 +157,9 @@ pub fn render(s: &Status) -> String {
         },
     ));
     rows.push(("connection", s.connection.clone()));
+    if let Some(at) = &s.config_loaded_at {
+        rows.push(("config read", at.clone()));
+    }
     rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
 }
 

@@ -12,10 +12,12 @@
 pub mod checkpoint;
 pub mod logging;
 pub mod server;
+pub mod service;
 pub mod settings;
 pub mod spool;
 pub mod startup;
 pub mod status;
+pub mod supervise;
 pub mod writer;
 
 /// How the daemon was started, as systemd and launchd tell their children.

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kitty_proto::home::Home;
+use kitty_syncd::service;
 
 #[derive(Parser)]
 #[command(
@@ -19,25 +20,64 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (as a service manager expects).
-    Run,
+    Run {
+        /// Log to this file, rotated daily (a week is kept), instead of stderr.
+        #[arg(long, value_name = "PATH")]
+        log_file: Option<std::path::PathBuf>,
+    },
     /// Show what the daemon is doing (exit 3 when it does not answer).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Install and start the daemon as a systemd user service (Linux) or a
+    /// launchd agent (macOS).
+    Install(ServiceArgs),
+    /// Stop and remove the service; the queue and the clock stay.
+    Uninstall(ServiceArgs),
     /// Print the version.
     Version,
 }
 
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// A systemd user service (the default on Linux).
+    #[arg(long, conflicts_with = "launchd")]
+    systemd: bool,
+    /// A launchd agent (the default on macOS).
+    #[arg(long)]
+    launchd: bool,
+    /// Print what would be written and run, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl ServiceArgs {
+    fn kind(&self) -> service::Kind {
+        if self.systemd {
+            service::Kind::Systemd
+        } else if self.launchd {
+            service::Kind::Launchd
+        } else {
+            service::Kind::for_this_os()
+        }
+    }
+}
+
 /// sysexits.h: a configuration file is broken.
 const EX_CONFIG: u8 = 78;
+/// Another daemon already runs for this home. The systemd unit lists this code
+/// (and EX_CONFIG) in RestartPreventExitStatus=, so neither causes a restart loop.
+const EX_ALREADY_RUNS: u8 = 73;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run => run(),
+        Command::Run { log_file } => run(log_file),
         Command::Status { json } => kitty_sync::status::main(json),
+        Command::Install(args) => manage(&args, true),
+        Command::Uninstall(args) => manage(&args, false),
         Command::Version => {
             println!("kitty-syncd {}", kitty_proto::VERSION);
             ExitCode::SUCCESS
@@ -45,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> ExitCode {
+fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
     let home = match Home::from_env() {
         Ok(h) => h,
         Err(e) => return fail(&e.to_string(), 1),
@@ -61,7 +101,12 @@ fn run() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&format!("config.toml is invalid: {e}"), EX_CONFIG),
     };
-    kitty_syncd::logging::init(settings.config.log_filter.as_deref());
+    let target = kitty_syncd::logging::Target::detect(log_file);
+    let _log_guard =
+        match kitty_syncd::logging::init(&target, settings.config.log_filter.as_deref()) {
+            Ok(g) => g,
+            Err(e) => return fail(&format!("cannot open the log file: {e}"), 1),
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,6 +116,53 @@ fn run() -> ExitCode {
     };
     match runtime.block_on(kitty_syncd::startup::run(home, socket, settings)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
+            fail(&e.to_string(), EX_ALREADY_RUNS)
+        }
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
+    let ctx = match service::Context::from_env() {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    let kind = args.kind();
+    if args.dry_run {
+        let text = if install {
+            service::install_plan(kind, &ctx).map(|p| service::describe_install(&p))
+        } else {
+            Ok(service::describe_uninstall(&service::uninstall_plan(
+                kind, &ctx,
+            )))
+        };
+        return match text {
+            Ok(t) => {
+                print!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string(), 1),
+        };
+    }
+    let done = if install {
+        service::install(kind, &ctx)
+    } else {
+        service::uninstall(kind, &ctx)
+    };
+    match done {
+        Ok(t) => {
+            print!("{t}");
+            println!(
+                "{}",
+                if install {
+                    "installed; `kitty-syncd status` shows the daemon"
+                } else {
+                    "uninstalled; queue.db and clock.json are kept"
+                }
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e.to_string(), 1),
     }
 }

@@ -286,10 +286,18 @@ async fn get_queue(
     }
 }
 
-async fn get_health() -> Json<Health> {
-    Json(Health {
-        ok: true,
+/// Healthy = the socket answers and the writer still takes events.
+async fn get_health(State(state): State<AppState>) -> Response {
+    let ok = state.writer.is_alive();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        ok,
         pid: std::process::id(),
         version: VERSION.into(),
-    })
+    };
+    (status, Json(body)).into_response()
 }

@@ -48,6 +48,11 @@ pub fn reload_config(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
     match config::load(&home.config_toml()) {
         Ok(config) => {
             let current = tx.borrow().clone();
+            if current.config.log_filter != config.log_filter
+                && let Some(now) = crate::logging::set_config_filter(config.log_filter.as_deref())
+            {
+                tracing::info!("log filter is now {now}");
+            }
             if current.config != config {
                 tracing::info!(max_queue_size = config.max_queue_size, server_url = %config.server_url, "config.toml reloaded");
             }

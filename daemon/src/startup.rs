@@ -68,7 +68,35 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     let readers = kitty_store::db::open_readers(&home.queue_db())
         .await
         .map_err(|e| StartError::Fatal(e.to_string()))?;
-    let listener = bind(&socket).map_err(StartError::fatal("cannot listen"))?;
+    let (listener, activated) = match crate::supervise::activated_listener() {
+        Ok(Some(std_listener)) => {
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| StartError::Fatal(format!("activated socket: {e}")))?;
+            let l = UnixListener::from_std(std_listener)
+                .map_err(|e| StartError::Fatal(format!("activated socket: {e}")))?;
+            tracing::info!("using the socket passed by the service manager");
+            (l, true)
+        }
+        Ok(None) => (
+            bind(&socket).map_err(StartError::fatal("cannot listen"))?,
+            false,
+        ),
+        Err(e) => {
+            return Err(StartError::Fatal(format!(
+                "cannot take the socket passed by the service manager: {e}"
+            )));
+        }
+    };
+    // Socket-activated, the socket is wherever the unit put it.
+    let socket = match listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+    {
+        Some(p) if activated => p,
+        _ => socket,
+    };
 
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let _watcher = settings::watch(home.clone(), settings_tx.clone())
@@ -100,9 +128,15 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         started,
     };
     let mut stop_rx = shutdown_rx.clone();
-    let mut server = tokio::spawn(server::serve(listener, state, async move {
+    let mut server = tokio::spawn(server::serve(listener, state.clone(), async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
+    let supervisor = tokio::spawn(crate::supervise::run(
+        state.clone(),
+        socket.clone(),
+        shutdown_rx.clone(),
+    ));
+    crate::supervise::ready(&crate::supervise::status_line(&state).await);
     tracing::info!(
         pid = std::process::id(),
         socket = %socket.display(),
@@ -113,7 +147,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     );
 
     tokio::select! {
-        reason = signals(&home, &settings_tx) => tracing::info!("{reason}: shutting down"),
+        reason = signals(&state, &settings_tx) => tracing::info!("{reason}: shutting down"),
         res = &mut server => {
             let msg = match res {
                 Ok(Ok(())) => "the socket server stopped".to_owned(),
@@ -123,7 +157,11 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
             tracing::error!("{msg}");
         }
     }
+    crate::supervise::stopping();
     let _ = shutdown_tx.send(true);
+    let _ = supervisor.await;
+    // Handlers hold clones of the state, and with it the writer handle; ours goes now.
+    drop(state);
     if !server.is_finished()
         && tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
             .await
@@ -144,13 +182,15 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     let last = ledger.clock();
     ledger.close().await;
     let _ = checkpointer.await;
-    let _ = std::fs::remove_file(&socket);
+    if !activated {
+        let _ = std::fs::remove_file(&socket);
+    }
     tracing::info!(clock = last, "stopped");
     Ok(())
 }
 
 /// Waits for SIGTERM or SIGINT; SIGHUP reloads config.toml meanwhile.
-async fn signals(home: &Home, settings: &watch::Sender<Arc<Settings>>) -> &'static str {
+async fn signals(state: &AppState, settings: &watch::Sender<Arc<Settings>>) -> &'static str {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -165,7 +205,9 @@ async fn signals(home: &Home, settings: &watch::Sender<Arc<Settings>>) -> &'stat
             _ = int.recv() => return "SIGINT",
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading config.toml");
-                settings::reload_config(home, settings);
+                crate::supervise::reloading();
+                settings::reload_config(&state.home, settings);
+                crate::supervise::reloaded(&crate::supervise::status_line(state).await);
             }
         }
     }

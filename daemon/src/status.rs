@@ -27,5 +27,6 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
     status.clock.value = *state.clock.borrow();
     status.clock.node_id = state.node_id.clone();
     status.supervisor = Some(crate::supervisor().into());
+    status.config_loaded_at = Some(kitty_proto::rules::format_utc(settings.config_loaded_at));
     Ok(status)
 }

@@ -29,6 +29,11 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
+    /// Whether the writer task still takes jobs.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Stamps and commits `job`; resolves once it is durable (or refused).
     pub async fn submit(&self, job: Job) -> Reply {
         let (reply, rx) = oneshot::channel();

@@ -96,6 +96,9 @@ pub struct Status {
     pub spooled: u64,
     /// When not running: the command that starts the daemon.
     pub start_hint: Option<String>,
+    /// When config.toml was last read (start-up, SIGHUP, or a change on disk).
+    #[serde(default)]
+    pub config_loaded_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

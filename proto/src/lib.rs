@@ -17,6 +17,7 @@ pub mod home;
 pub mod payloads;
 pub mod request;
 pub mod rules;
+pub mod service;
 
 pub use draft::Draft;
 pub use envelope::{Envelope, RelayedEnvelope};

@@ -38,6 +38,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         supervisor: None,
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
         start_hint: None,
+        config_loaded_at: None,
     }
 }
 
