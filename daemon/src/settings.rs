@@ -26,6 +26,9 @@ impl Settings {
 
 pub type SettingsRx = watch::Receiver<Arc<Settings>>;
 
+/// Quiet time after the last file event before the files are read again.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Loads both files once; the config must be valid for the daemon to start.
 pub fn load(home: &Home) -> Result<Settings, config::ConfigError> {
     Ok(Settings {
@@ -92,8 +95,18 @@ pub fn watch(
     })?;
     watcher.watch(home.dir(), RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
-        while let Some(ev) = ev_rx.recv().await {
-            let touches = |name: &Path| ev.paths.iter().any(|p| p == name);
+        while let Some(first) = ev_rx.recv().await {
+            // A writer that truncates and then writes shows us an empty file
+            // first; wait for the burst of events to settle before reading.
+            let mut events = vec![first];
+            loop {
+                match tokio::time::timeout(SETTLE, ev_rx.recv()).await {
+                    Ok(Some(ev)) => events.push(ev),
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let touches = |name: &Path| events.iter().flat_map(|e| &e.paths).any(|p| p == name);
             if touches(&home.config_toml()) {
                 reload_config(&home, &tx);
             }
