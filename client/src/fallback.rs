@@ -6,7 +6,7 @@
 //! daemon runs but does not answer), the event goes to the spool for that
 //! daemon to stamp when it recovers: two owners never issue Lamport values.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kitty_proto::Submission;
@@ -17,8 +17,11 @@ use serde_json::value::RawValue;
 
 use crate::EmitError;
 
-/// How long to wait for another client that is queueing directly.
-const CLOCK_LOCK_PATIENCE: Duration = Duration::from_millis(250);
+/// How long to wait for `clock.lock` while a daemon runs: it holds the lock
+/// for its whole life, so waiting longer cannot help.
+const LIVE_DAEMON_PATIENCE: Duration = Duration::from_millis(250);
+/// What the direct commit itself needs of the budget, at most.
+const COMMIT_RESERVE: Duration = Duration::from_millis(300);
 /// How long a direct commit waits for another process's write lock on queue.db.
 const BUSY_PATIENCE: Duration = Duration::from_millis(250);
 
@@ -28,14 +31,28 @@ pub enum Fallback {
     Spooled(Option<String>),
 }
 
+/// Queues the event directly or spools it, finishing by `deadline` as far as
+/// the disk allows.
 pub async fn queue(
     home: &Home,
     event: &RawValue,
     submission: Submission,
+    deadline: Instant,
 ) -> Result<Fallback, EmitError> {
     kitty_store::fsutil::ensure_private_dir(home.dir())
         .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
-    let held = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE).map_err(|e| {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(COMMIT_RESERVE);
+    // With no daemon alive, whoever holds clock.lock is another client queueing
+    // directly, which lets go within milliseconds: wait for it rather than
+    // spool an event that no daemon would pick up.
+    let patience = if lock::is_held(&home.daemon_lock()) {
+        LIVE_DAEMON_PATIENCE.min(left)
+    } else {
+        left.max(LIVE_DAEMON_PATIENCE)
+    };
+    let held = lock::lock_within(&home.clock_lock(), patience).map_err(|e| {
         EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
     })?;
     let Some(_held) = held else {

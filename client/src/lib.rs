@@ -26,6 +26,8 @@ pub use transport::TransportError;
 /// How long the daemon gets to answer an emit before the client queues the
 /// event itself.
 pub const DAEMON_DEADLINE: Duration = Duration::from_millis(600);
+/// The whole emit, fallback included, aims to finish within this.
+pub const EMIT_BUDGET: Duration = Duration::from_millis(950);
 
 /// Which way the event became durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,6 +115,7 @@ impl Client {
     /// a complete envelope (relayed unchanged). A draft without an event_id
     /// gets one here, so that a retry after a timeout leaves a single row.
     pub async fn emit(&self, event_json: &str) -> Result<Emitted, EmitError> {
+        let started = std::time::Instant::now();
         let text = with_event_id(event_json);
         let answer = transport::call(
             &self.socket,
@@ -130,10 +133,15 @@ impl Client {
             Ok(a) => format!("the daemon answered {}", a.status),
             Err(e) => e.to_string(),
         };
-        self.fall_back(&text, &why).await
+        self.fall_back(&text, &why, started + EMIT_BUDGET).await
     }
 
-    async fn fall_back(&self, text: &str, why: &str) -> Result<Emitted, EmitError> {
+    async fn fall_back(
+        &self,
+        text: &str,
+        why: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Emitted, EmitError> {
         let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
             EmitError::Invalid(Box::new(error_body(
                 "invalid_json",
@@ -149,7 +157,7 @@ impl Client {
             }))
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
-        match fallback::queue(&self.home, raw, submission).await? {
+        match fallback::queue(&self.home, raw, submission, deadline).await? {
             fallback::Fallback::Direct(a) => {
                 eprintln!(
                     "kitty-sync: warning: {why}; queued {} directly in queue.db",
