@@ -99,6 +99,71 @@ pub struct Status {
     /// When config.toml was last read (start-up, SIGHUP, or a change on disk).
     #[serde(default)]
     pub config_loaded_at: Option<String>,
+    /// Delivery to the server.
+    #[serde(default)]
+    pub uplink: UplinkStatus,
+}
+
+/// What the uplink is doing; `state` is also `Status::connection`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    /// `Connected`, `Reconnecting`, `Offline`, `OfflineBatchMode`, `AuthRequired`.
+    pub state: String,
+    /// Last time the server confirmed events (RFC 3339).
+    pub last_sync_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// When the next attempt is due, while backing off (RFC 3339).
+    pub next_retry_at: Option<String>,
+    /// Events moved aside after 5 per-event rejections.
+    pub dead_letters: u64,
+    /// Events sent over the WebSocket / in batch POSTs (sends, not deliveries).
+    pub sent_ws: u64,
+    pub sent_batch: u64,
+    /// Confirmed by the server: `success`/`accepted`, `duplicate`, and per-event rejections.
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub refreshes: u64,
+    /// Whether the server acknowledges WebSocket events (later servers do).
+    pub server_acks: bool,
+}
+
+/// `POST /v1/sync`: a flush was triggered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTriggered {
+    pub triggered: bool,
+    pub depth: u64,
+    pub version: String,
+}
+
+/// `GET /v1/dead?limit=N`: events the server rejected five times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadView {
+    pub count: u64,
+    pub events: Vec<DeadEntry>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadEntry {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub timestamp: i64,
+    pub retry_count: i64,
+    /// The server's last rejection message.
+    pub error: Option<String>,
+    /// When it was moved aside, epoch seconds.
+    pub died_at: i64,
+    pub envelope: Value,
+}
+
+/// `POST /v1/dead/retry`: dead letters put back into the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requeued {
+    pub requeued: u64,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ pub mod payloads;
 pub mod request;
 pub mod rules;
 pub mod service;
+pub mod session;
 
 pub use draft::Draft;
 pub use envelope::{Envelope, RelayedEnvelope};

@@ -39,6 +39,10 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
         start_hint: None,
         config_loaded_at: None,
+        uplink: kitty_proto::api::UplinkStatus {
+            state: "Offline".into(),
+            ..Default::default()
+        },
     }
 }
 
