@@ -18,6 +18,7 @@ pub mod spool;
 pub mod startup;
 pub mod status;
 pub mod supervise;
+pub mod uplink;
 pub mod writer;
 
 /// How the daemon was started, as systemd and launchd tell their children.

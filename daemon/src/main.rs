@@ -107,6 +107,8 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
             Ok(g) => g,
             Err(e) => return fail(&format!("cannot open the log file: {e}"), 1),
         };
+    // reqwest and tungstenite share rustls; ring is its crypto here (see Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -40,6 +40,7 @@ pub struct AppState {
     pub clock: watch::Receiver<u64>,
     pub node_id: String,
     pub started: Instant,
+    pub uplink: crate::uplink::UplinkShared,
 }
 
 /// The connecting process, from the kernel (SO_PEERCRED), not from anything it says.
@@ -70,6 +71,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(get_status))
         .route("/v1/queue", get(get_queue))
         .route("/v1/health", get(get_health))
+        .route("/v1/sync", post(post_sync))
+        .route("/v1/dead", get(get_dead))
+        .route("/v1/dead/retry", post(post_dead_retry))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -235,38 +239,115 @@ async fn get_status(State(state): State<AppState>) -> Response {
 const DEFAULT_QUEUE_LIMIT: u32 = 100;
 const MAX_QUEUE_LIMIT: u32 = 10_000;
 
+/// `?limit=N` (the only parameter), 1 to 10,000, default 100; the error is
+/// the message of a 400.
+fn limit(q: &HashMap<String, String>) -> Result<u32, String> {
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "limit") {
+        return Err(format!(
+            "unknown parameter {unknown:?}; only limit is accepted"
+        ));
+    }
+    match q.get("limit").map(|s| s.parse::<u32>()) {
+        None => Ok(DEFAULT_QUEUE_LIMIT),
+        Some(Ok(n)) if (1..=MAX_QUEUE_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(format!(
+            "limit must be an integer from 1 to {MAX_QUEUE_LIMIT}"
+        )),
+    }
+}
+
+async fn reader(
+    state: &AppState,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, kitty_store::StoreError> {
+    state
+        .readers
+        .acquire()
+        .await
+        .map_err(|source| kitty_store::StoreError::Db {
+            what: "cannot read queue.db",
+            source,
+        })
+}
+
+async fn post_sync(State(state): State<AppState>) -> Response {
+    state.uplink.sync_now.notify_one();
+    let depth = match reader(&state).await {
+        Ok(mut c) => kitty_store::queue::depth(&mut c).await.unwrap_or(0),
+        Err(_) => 0,
+    };
+    let body = kitty_proto::api::SyncTriggered {
+        triggered: true,
+        depth,
+        version: VERSION.into(),
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+async fn get_dead(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match limit(&q) {
+        Ok(l) => l,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
+    };
+    let result = async {
+        let mut conn = reader(&state).await?;
+        let count = kitty_store::outbox::dead_count(&mut conn).await?;
+        let events = kitty_store::outbox::dead_list(&mut conn, limit).await?;
+        Ok::<_, kitty_store::StoreError>(kitty_proto::api::DeadView {
+            count,
+            events,
+            version: VERSION.into(),
+        })
+    }
+    .await;
+    match result {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn post_dead_retry(State(state): State<AppState>) -> Response {
+    let result = async {
+        let mut conn = reader(&state).await?;
+        kitty_store::outbox::retry_dead(&mut conn).await
+    }
+    .await;
+    match result {
+        Ok(requeued) => {
+            if requeued > 0 {
+                tracing::info!(requeued, "dead letters put back into the queue");
+                state.uplink.sync_now.notify_one();
+            }
+            Json(kitty_proto::api::Requeued {
+                requeued,
+                version: VERSION.into(),
+            })
+            .into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        ),
+    }
+}
+
 async fn get_queue(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(unknown) = q.keys().find(|k| k.as_str() != "limit") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("unknown parameter {unknown:?}; only limit is accepted"),
-        );
-    }
-    let limit = match q.get("limit").map(|s| s.parse::<u32>()) {
-        None => DEFAULT_QUEUE_LIMIT,
-        Some(Ok(n)) if (1..=MAX_QUEUE_LIMIT).contains(&n) => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("limit must be an integer from 1 to {MAX_QUEUE_LIMIT}"),
-            );
-        }
+    let limit = match limit(&q) {
+        Ok(l) => l,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
     };
     let result = async {
-        let mut conn =
-            state
-                .readers
-                .acquire()
-                .await
-                .map_err(|source| kitty_store::StoreError::Db {
-                    what: "cannot read queue.db",
-                    source,
-                })?;
+        let mut conn = reader(&state).await?;
         let depth = kitty_store::queue::depth(&mut conn).await?;
         let events = kitty_store::queue::oldest(&mut conn, limit).await?;
         Ok::<_, kitty_store::StoreError>(QueueView {

@@ -104,7 +104,18 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         .ok();
     let (clock_tx, clock_rx) = watch::channel(ledger.clock());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (writer, writer_task) = crate::writer::spawn(ledger, settings_rx.clone(), clock_tx);
+    let (committed_tx, committed_rx) = watch::channel(());
+    let (writer, writer_task) =
+        crate::writer::spawn(ledger, settings_rx.clone(), clock_tx, committed_tx);
+    let uplink_shared = crate::uplink::UplinkShared::new();
+    let mut uplink = crate::uplink::spawn(crate::uplink::UplinkCtx {
+        home: home.clone(),
+        settings: settings_rx.clone(),
+        writer: writer.clone(),
+        committed: committed_rx,
+        shared: uplink_shared.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
     let checkpointer = tokio::spawn(crate::checkpoint::run(
         home.clone(),
         node_id.clone(),
@@ -126,6 +137,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         clock: clock_rx,
         node_id,
         started,
+        uplink: uplink_shared,
     };
     let mut stop_rx = shutdown_rx.clone();
     let mut server = tokio::spawn(server::serve(listener, state.clone(), async move {
@@ -174,6 +186,18 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         server.abort();
     }
     let _ = spooler.await;
+    // The uplink closes its WebSocket with a close frame and lets go of the writer.
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut uplink)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the uplink did not stop within {} s; cutting it off",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        uplink.abort();
+        let _ = uplink.await;
+    }
     // Every writer handle is gone now: the writer commits what it holds and ends,
     // and the checkpointer writes the final value once it sees the writer end.
     let ledger = writer_task

@@ -28,5 +28,8 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
     status.clock.node_id = state.node_id.clone();
     status.supervisor = Some(crate::supervisor().into());
     status.config_loaded_at = Some(kitty_proto::rules::format_utc(settings.config_loaded_at));
+    status.uplink = state.uplink.snapshot();
+    status.uplink.dead_letters = kitty_store::outbox::dead_count(&mut conn).await?;
+    status.connection = status.uplink.state.clone();
     Ok(status)
 }

@@ -17,15 +17,19 @@ const CHANNEL_DEPTH: usize = 4096;
 
 pub type Reply = Result<Vec<Accepted>, CommitError>;
 
-struct Pending {
-    job: Job,
-    reply: oneshot::Sender<Reply>,
+enum Msg {
+    Commit {
+        job: Job,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Another node's Lamport value, seen on the server's WebSocket.
+    Receive(u64),
 }
 
 /// A cheap handle for submitting jobs to the writer.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl WriterHandle {
@@ -38,42 +42,57 @@ impl WriterHandle {
     pub async fn submit(&self, job: Job) -> Reply {
         let (reply, rx) = oneshot::channel();
         let gone = || Err(CommitError::Storage("the daemon is shutting down".into()));
-        if self.tx.send(Pending { job, reply }).await.is_err() {
+        if self.tx.send(Msg::Commit { job, reply }).await.is_err() {
             return gone();
         }
         rx.await.unwrap_or_else(|_| gone())
     }
+
+    /// Lamport `receive()`: the clock moves past `remote`.
+    pub async fn receive(&self, remote: u64) {
+        let _ = self.tx.send(Msg::Receive(remote)).await;
+    }
 }
 
-/// Starts the writer. `clock` publishes the clock after every commit; the task
-/// ends, handing the ledger back, once every handle is dropped.
+/// Starts the writer. `clock` publishes the clock after every commit and
+/// `committed` wakes the uplink when new events are durable; the task ends,
+/// handing the ledger back, once every handle is dropped.
 pub fn spawn(
     mut ledger: Ledger,
     settings: SettingsRx,
     clock: watch::Sender<u64>,
+    committed: watch::Sender<()>,
 ) -> (WriterHandle, tokio::task::JoinHandle<Ledger>) {
-    let (tx, mut rx) = mpsc::channel::<Pending>(CHANNEL_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let task = tokio::spawn(async move {
         let mut jobs = Vec::new();
         let mut replies = Vec::new();
         while let Some(first) = rx.recv().await {
-            let mut events = first.job.events.len();
-            jobs.push(first.job);
-            replies.push(first.reply);
-            while events < MAX_GROUP_EVENTS {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        events += p.job.events.len();
-                        jobs.push(p.job);
-                        replies.push(p.reply);
+            let mut events = 0;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Commit { job, reply } => {
+                        events += job.events.len();
+                        jobs.push(job);
+                        replies.push(reply);
                     }
-                    Err(_) => break,
+                    Msg::Receive(remote) => ledger.observe(remote),
                 }
+                if events < MAX_GROUP_EVENTS {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if jobs.is_empty() && !ledger.unpersisted() {
+                continue;
             }
             let current: Arc<_> = settings.borrow().clone();
             ledger.set_max_queue_size(current.config.max_queue_size);
             let results = ledger.commit(&jobs, current.team_slug()).await;
             clock.send_if_modified(|v| std::mem::replace(v, ledger.clock()) != ledger.clock());
+            if !jobs.is_empty() {
+                let _ = committed.send(());
+            }
             for (reply, result) in replies.drain(..).zip(results) {
                 if let Err(e) = &result {
                     match e {

@@ -5,6 +5,10 @@ use std::path::Path;
 
 pub const DEFAULT_SERVER_URL: &str = "https://spec-kitty-dev.fly.dev";
 pub const DEFAULT_MAX_QUEUE_SIZE: u64 = 10_000;
+/// The design's rate limit: one batch per 5 s.
+pub const DEFAULT_BATCH_INTERVAL_SECS: u64 = 5;
+/// The design's periodic flush: every 5 minutes.
+pub const DEFAULT_FLUSH_INTERVAL_SECS: u64 = 300;
 /// A ceiling on the cap, so a typo cannot ask for a queue that fills the disk.
 pub const MAX_MAX_QUEUE_SIZE: u64 = 10_000_000;
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -13,6 +17,10 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     pub server_url: String,
     pub max_queue_size: u64,
+    /// Least time between two batch POSTs (`[sync] batch_interval_secs`; 0 = no limit).
+    pub batch_interval_secs: u64,
+    /// How often a non-empty queue is flushed even with nothing new (`[sync] flush_interval_secs`).
+    pub flush_interval_secs: u64,
     /// The `[daemon] log` filter, e.g. `"info,kitty_syncd=debug"`, if set.
     pub log_filter: Option<String>,
 }
@@ -22,6 +30,8 @@ impl Default for Config {
         Self {
             server_url: DEFAULT_SERVER_URL.into(),
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            batch_interval_secs: DEFAULT_BATCH_INTERVAL_SECS,
+            flush_interval_secs: DEFAULT_FLUSH_INTERVAL_SECS,
             log_filter: None,
         }
     }
@@ -84,6 +94,29 @@ pub fn parse(text: &str) -> Result<Config, String> {
                 })?;
             config.max_queue_size = n as u64;
         }
+        let seconds =
+            |key: &str, range: std::ops::RangeInclusive<i64>| -> Result<Option<u64>, String> {
+                match sync.get(key) {
+                    None => Ok(None),
+                    Some(v) => v
+                        .as_integer()
+                        .filter(|n| range.contains(n))
+                        .map(|n| Some(n as u64))
+                        .ok_or_else(|| {
+                            format!(
+                                "[sync] {key} must be an integer from {} to {}",
+                                range.start(),
+                                range.end()
+                            )
+                        }),
+                }
+            };
+        if let Some(n) = seconds("batch_interval_secs", 0..=3600)? {
+            config.batch_interval_secs = n;
+        }
+        if let Some(n) = seconds("flush_interval_secs", 1..=86_400)? {
+            config.flush_interval_secs = n;
+        }
     }
     if let Some(daemon) = table.get("daemon") {
         let daemon = daemon.as_table().ok_or("[daemon] must be a table")?;
@@ -123,6 +156,8 @@ mod tests {
             ("[sync]\nmax_queue_size = 99999999999", "max_queue_size"),
             ("[sync]\nserver_url = \"ftp://x\"", "server_url"),
             ("[sync]\nserver_url = 3", "server_url"),
+            ("[sync]\nbatch_interval_secs = -1", "batch_interval_secs"),
+            ("[sync]\nflush_interval_secs = 0", "flush_interval_secs"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");

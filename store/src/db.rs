@@ -25,6 +25,18 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_timestamp ON queue(timestamp)",
     "CREATE INDEX IF NOT EXISTS idx_retry ON queue(retry_count)",
     "CREATE TABLE IF NOT EXISTS kitty_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // Events the server rejected five times: kept for a person, out of the way
+    // of the queue, put back by `kitty-sync queue retry-dead`.
+    "CREATE TABLE IF NOT EXISTS dead_letter (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT UNIQUE NOT NULL,
+        event_type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        retry_count INTEGER DEFAULT 0,
+        error TEXT,
+        died_at INTEGER NOT NULL
+    )",
 ];
 
 fn options(path: &Path) -> SqliteConnectOptions {

@@ -57,6 +57,8 @@ pub struct Ledger {
     conn: SqliteConnection,
     stamper: Stamper,
     max_queue_size: u64,
+    /// The high-water mark as stored in queue.db.
+    persisted: u64,
 }
 
 /// The clock and the ids: everything a commit changes besides the database.
@@ -103,6 +105,7 @@ impl Ledger {
                 ulids: ulid::Generator::new(),
             },
             max_queue_size,
+            persisted: recovery.high_water_mark,
         };
         Ok((ledger, recovery))
     }
@@ -114,6 +117,17 @@ impl Ledger {
 
     pub fn node_id(&self) -> &str {
         &self.stamper.node_id
+    }
+
+    /// Lamport `receive()` of another node's value: the clock moves past it,
+    /// so later local events order after it. Stored with the next commit.
+    pub fn observe(&mut self, remote: u64) {
+        self.stamper.clock = self.stamper.clock.max(remote.min(kitty_proto::MAX_LAMPORT)) + 1;
+    }
+
+    /// Whether the clock moved since the high-water mark was last stored.
+    pub fn unpersisted(&self) -> bool {
+        self.stamper.clock != self.persisted
     }
 
     pub fn set_max_queue_size(&mut self, max: u64) {
@@ -162,7 +176,6 @@ impl Ledger {
         jobs: &[Job],
         team_slug: &str,
     ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
-        let start_clock = self.stamper.clock;
         let now = Utc::now();
         // IMMEDIATE takes the write lock at once, so the count below stays true
         // until we commit even if the Python CLI writes the file too.
@@ -197,12 +210,13 @@ impl Ledger {
             }
             results.push(Ok(accepted));
         }
-        if self.stamper.clock != start_clock {
+        if self.stamper.clock != self.persisted {
             queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
         }
         tx.commit()
             .await
             .map_err(StoreError::db("cannot commit to queue.db"))?;
+        self.persisted = self.stamper.clock;
         Ok(results)
     }
 }

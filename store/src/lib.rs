@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod ledger;
 pub mod lock;
 pub mod node_id;
+pub mod outbox;
 pub mod queue;
 pub mod report;
 pub mod spool;

@@ -93,18 +93,44 @@ pub async fn oldest(
 pub async fn max_lamport(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     // Nested CASEs: json_type() raises on invalid JSON, and SQLite does not
     // promise to short-circuit AND.
-    let max: Option<i64> = sqlx::query_scalar(
+    // Dead letters count too: their values were issued. The table may not
+    // exist yet in a file only the Python CLI has opened.
+    let sql = if table_exists(&mut *conn, "dead_letter").await? {
+        "SELECT MAX(v) FROM (
+            SELECT CASE WHEN json_valid(data) THEN
+                   CASE WHEN json_type(data, '$.lamport_clock') = 'integer'
+                        THEN json_extract(data, '$.lamport_clock') END END AS v FROM queue
+            UNION ALL
+            SELECT CASE WHEN json_valid(data) THEN
+                   CASE WHEN json_type(data, '$.lamport_clock') = 'integer'
+                        THEN json_extract(data, '$.lamport_clock') END END FROM dead_letter)"
+    } else {
         "SELECT MAX(CASE WHEN json_valid(data) THEN
                    CASE WHEN json_type(data, '$.lamport_clock') = 'integer'
                         THEN json_extract(data, '$.lamport_clock') END END)
-         FROM queue",
-    )
-    .fetch_one(conn)
-    .await
-    .map_err(StoreError::db(
-        "cannot read the queue's largest Lamport value",
-    ))?;
+         FROM queue"
+    };
+    let max: Option<i64> =
+        sqlx::query_scalar(sql)
+            .fetch_one(conn)
+            .await
+            .map_err(StoreError::db(
+                "cannot read the queue's largest Lamport value",
+            ))?;
     Ok(max.map_or(0, |m| (m.max(0) as u64).min(kitty_proto::MAX_LAMPORT)))
+}
+
+pub(crate) async fn table_exists(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(name)
+            .fetch_one(conn)
+            .await
+            .map_err(StoreError::db("cannot read the schema"))?;
+    Ok(n > 0)
 }
 
 /// The high-water mark of issued Lamport values, stored with the events.

@@ -1,0 +1,211 @@
+//! One batch POST (CONTRACT.md §3): up to 1,000 queued events, gzipped, in
+//! queue order, and the server's verdict on each.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use kitty_store::outbox::{Outgoing, Verdict};
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::auth::{AuthError, read_limited};
+use super::envelope;
+use super::target::Target;
+
+/// The server's limit, and ours.
+pub const MAX_BATCH: u32 = kitty_proto::MAX_EVENTS_PER_REQUEST as u32;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("the server refused the token (401)")]
+    Unauthorized,
+    #[error("forbidden (403): {0}")]
+    Forbidden(String),
+    #[error("rate limited (429); retrying in {0:?}")]
+    RateLimited(Duration),
+    #[error("{message}")]
+    Failed { message: String, connect: bool },
+}
+
+impl From<AuthError> for BatchError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Transient { message, connect } => Self::Failed { message, connect },
+            other => Self::Failed {
+                message: other.to_string(),
+                connect: false,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    results: Vec<ResultItem>,
+}
+
+#[derive(Deserialize)]
+struct ResultItem {
+    event_id: Option<String>,
+    status: Option<String>,
+    error_message: Option<String>,
+    error: Option<String>,
+}
+
+/// The body: `gzip({"events":[...]})`. Rows that are not JSON objects are not
+/// sent; they come back as rejections.
+pub fn body(rows: &[Outgoing], team: Option<&str>) -> (Vec<u8>, Vec<(String, Verdict)>) {
+    let mut json = String::with_capacity(rows.iter().map(|r| r.data.len() + 1).sum::<usize>() + 16);
+    let mut bad = Vec::new();
+    json.push_str("{\"events\":[");
+    let mut first = true;
+    for row in rows {
+        match envelope::outgoing(&row.data, team) {
+            Some(text) => {
+                if !first {
+                    json.push(',');
+                }
+                first = false;
+                json.push_str(&text);
+            }
+            None => bad.push((
+                row.event_id.clone(),
+                Verdict::Rejected("stored data is not a JSON object".into()),
+            )),
+        }
+    }
+    json.push_str("]}");
+    let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
+    gz.write_all(json.as_bytes())
+        .expect("writing to a Vec cannot fail");
+    (gz.finish().expect("writing to a Vec cannot fail"), bad)
+}
+
+/// Posts `rows` and returns the verdicts on the events the server named.
+/// Events it did not name are left out: they stay queued, untouched.
+pub async fn post(
+    http: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    team: Option<&str>,
+    rows: &[Outgoing],
+) -> Result<Vec<(String, Verdict)>, BatchError> {
+    let (gz, mut verdicts) = body(rows, team);
+    if verdicts.len() == rows.len() {
+        return Ok(verdicts);
+    }
+    let mut req = http
+        .post(target.url("/api/v1/events/batch/"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz);
+    if let Some(team) = team {
+        req = req.header("x-team-slug", team);
+    }
+    let res = req.send().await.map_err(|e| BatchError::Failed {
+        connect: e.is_connect(),
+        message: format!("cannot reach the server: {e}"),
+    })?;
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let reply = read_limited(res).await?;
+    match status {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED => return Err(BatchError::Unauthorized),
+        StatusCode::FORBIDDEN => return Err(BatchError::Forbidden(error_text(&reply))),
+        StatusCode::TOO_MANY_REQUESTS => {
+            // A missing or absurd Retry-After falls back to the design's 5 s, capped at an hour.
+            let secs = retry_after.unwrap_or(5).clamp(1, 3600);
+            return Err(BatchError::RateLimited(Duration::from_secs(secs)));
+        }
+        other => {
+            return Err(BatchError::Failed {
+                message: format!("batch answered {other}: {}", error_text(&reply)),
+                connect: false,
+            });
+        }
+    }
+    let parsed: Reply = serde_json::from_slice(&reply).map_err(|e| BatchError::Failed {
+        message: format!("unreadable batch reply: {e}"),
+        connect: false,
+    })?;
+    let sent: HashMap<&str, ()> = rows.iter().map(|r| (r.event_id.as_str(), ())).collect();
+    for item in parsed.results {
+        let Some(id) = item.event_id.filter(|id| sent.contains_key(id.as_str())) else {
+            continue;
+        };
+        let verdict = match item.status.as_deref() {
+            Some("success") | Some("accepted") => Verdict::Accepted,
+            Some("duplicate") => Verdict::Duplicate,
+            other => Verdict::Rejected(
+                item.error_message
+                    .or(item.error)
+                    .unwrap_or_else(|| format!("status {}", other.unwrap_or("missing"))),
+            ),
+        };
+        verdicts.push((id, verdict));
+    }
+    Ok(verdicts)
+}
+
+/// The `error` (and `details`) of an error reply, short, for status and logs.
+fn error_text(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => v
+            .get("error")
+            .or_else(|| v.get("detail"))
+            .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+            .unwrap_or_else(|| v.to_string()),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn body_is_gzipped_events_in_order_and_skips_garbage() {
+        let rows = vec![
+            Outgoing {
+                id: 1,
+                timestamp: 1,
+                event_id: "a".into(),
+                data: r#"{"event_id":"a","team_slug":"local"}"#.into(),
+            },
+            Outgoing {
+                id: 2,
+                timestamp: 1,
+                event_id: "b".into(),
+                data: "garbage".into(),
+            },
+            Outgoing {
+                id: 3,
+                timestamp: 2,
+                event_id: "c".into(),
+                data: r#"{"event_id":"c"}"#.into(),
+            },
+        ];
+        let (gz, bad) = body(&rows, Some("acme"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(
+            text,
+            r#"{"events":[{"event_id":"a","team_slug":"acme"},{"event_id":"c"}]}"#
+        );
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "b");
+    }
+}

@@ -1,0 +1,55 @@
+//! The uplink's state as `status` shows it, shared with the socket API.
+
+use std::sync::{Arc, Mutex};
+
+use kitty_proto::api::UplinkStatus;
+use tokio::sync::Notify;
+
+/// What the socket API shares with the uplink task.
+#[derive(Clone, Default)]
+pub struct UplinkShared {
+    status: Arc<Mutex<UplinkStatus>>,
+    /// `POST /v1/sync`: flush now.
+    pub sync_now: Arc<Notify>,
+}
+
+impl UplinkShared {
+    pub fn new() -> Self {
+        let shared = Self::default();
+        shared.update(|s| s.state = State::Offline.name().into());
+        shared
+    }
+
+    pub fn snapshot(&self) -> UplinkStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// The connection states of CONTRACT.md §4, plus `AuthRequired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Connected,
+    Reconnecting,
+    Offline,
+    OfflineBatchMode,
+    AuthRequired,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connected => "Connected",
+            Self::Reconnecting => "Reconnecting",
+            Self::Offline => "Offline",
+            Self::OfflineBatchMode => "OfflineBatchMode",
+            Self::AuthRequired => "AuthRequired",
+        }
+    }
+}

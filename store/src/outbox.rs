@@ -1,0 +1,296 @@
+//! The uplink's side of queue.db: reading what to send, in drain order, and
+//! applying what the server said about it, each answer in one transaction.
+//! A row leaves the queue only when the server confirmed it (`success`,
+//! `accepted` or `duplicate`); a per-event rejection raises its retry_count,
+//! and the fifth moves it to `dead_letter`.
+
+use kitty_proto::api::DeadEntry;
+use sqlx::{Connection, Row, SqliteConnection};
+
+use crate::StoreError;
+
+/// Rejections after which an event is moved aside.
+pub const DEAD_AFTER: i64 = 5;
+
+/// A queued event on its way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub id: i64,
+    pub timestamp: i64,
+    pub event_id: String,
+    pub data: String,
+}
+
+/// Where a sender stands in drain order: `(timestamp, id)` of the last row sent.
+pub type Cursor = (i64, i64);
+
+/// The oldest `limit` rows after `after`, in drain order (`timestamp, id`).
+pub async fn oldest_after(
+    conn: &mut SqliteConnection,
+    after: Option<Cursor>,
+    limit: u32,
+) -> Result<Vec<Outgoing>, StoreError> {
+    let (ts, id) = after.unwrap_or((i64::MIN, i64::MIN));
+    let rows = sqlx::query(
+        "SELECT id, timestamp, event_id, data FROM queue
+         WHERE (timestamp, id) > (?, ?)
+         ORDER BY timestamp ASC, id ASC LIMIT ?",
+    )
+    .bind(ts)
+    .bind(id)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::db("cannot read the queue to send"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Outgoing {
+            id: r.get(0),
+            timestamp: r.get(1),
+            event_id: r.get(2),
+            data: r.get(3),
+        })
+        .collect())
+}
+
+/// What the server said about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    Duplicate,
+    Rejected(String),
+}
+
+/// What applying a set of verdicts changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows deleted because the server stored them now.
+    pub delivered: u64,
+    /// Rows deleted because the server had them already.
+    pub duplicates: u64,
+    /// Rows whose retry_count grew.
+    pub rejected: u64,
+    /// Rows moved to `dead_letter`.
+    pub dead: u64,
+}
+
+/// Applies the verdicts in one transaction. Verdicts about rows no longer in
+/// the queue (confirmed twice, once per path) change nothing.
+pub async fn apply(
+    conn: &mut SqliteConnection,
+    verdicts: &[(String, Verdict)],
+) -> Result<Applied, StoreError> {
+    let mut applied = Applied::default();
+    if verdicts.is_empty() {
+        return Ok(applied);
+    }
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::db("cannot begin applying server results"))?;
+    for (event_id, verdict) in verdicts {
+        match verdict {
+            Verdict::Accepted | Verdict::Duplicate => {
+                let gone = sqlx::query("DELETE FROM queue WHERE event_id = ?")
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("cannot delete a delivered event"))?
+                    .rows_affected();
+                if verdict == &Verdict::Accepted {
+                    applied.delivered += gone;
+                } else {
+                    applied.duplicates += gone;
+                }
+            }
+            Verdict::Rejected(why) => {
+                let retries: Option<i64> = sqlx::query_scalar(
+                    "UPDATE queue SET retry_count = COALESCE(retry_count, 0) + 1 WHERE event_id = ?
+                     RETURNING retry_count",
+                )
+                .bind(event_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("cannot count a rejection"))?;
+                let Some(retries) = retries else { continue };
+                applied.rejected += 1;
+                if retries >= DEAD_AFTER {
+                    sqlx::query(
+                        "INSERT INTO dead_letter (event_id, event_type, data, timestamp, retry_count, error, died_at)
+                         SELECT event_id, event_type, data, timestamp, retry_count, ?, unixepoch() FROM queue WHERE event_id = ?
+                         ON CONFLICT(event_id) DO UPDATE SET data = excluded.data, retry_count = excluded.retry_count,
+                             error = excluded.error, died_at = excluded.died_at",
+                    )
+                    .bind(truncate(why, 2000))
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("cannot move an event to dead_letter"))?;
+                    sqlx::query("DELETE FROM queue WHERE event_id = ?")
+                        .bind(event_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db("cannot move an event to dead_letter"))?;
+                    applied.dead += 1;
+                }
+            }
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(StoreError::db("cannot commit server results"))?;
+    Ok(applied)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+pub async fn dead_count(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    if !crate::queue::table_exists(&mut *conn, "dead_letter").await? {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letter")
+        .fetch_one(conn)
+        .await
+        .map_err(StoreError::db("cannot count dead letters"))?;
+    Ok(n.max(0) as u64)
+}
+
+pub async fn dead_list(
+    conn: &mut SqliteConnection,
+    limit: u32,
+) -> Result<Vec<DeadEntry>, StoreError> {
+    if !crate::queue::table_exists(&mut *conn, "dead_letter").await? {
+        return Ok(vec![]);
+    }
+    let rows = sqlx::query(
+        "SELECT id, event_id, event_type, timestamp, COALESCE(retry_count, 0), error, died_at, data
+         FROM dead_letter ORDER BY died_at ASC, id ASC LIMIT ?",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::db("cannot list dead letters"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let data: String = r.get(7);
+            DeadEntry {
+                id: r.get(0),
+                event_id: r.get(1),
+                event_type: r.get(2),
+                timestamp: r.get(3),
+                retry_count: r.get(4),
+                error: r.get(5),
+                died_at: r.get(6),
+                envelope: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+            }
+        })
+        .collect())
+}
+
+/// Puts every dead letter back into the queue with a fresh retry count.
+pub async fn retry_dead(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::db("cannot begin requeueing dead letters"))?;
+    let n = sqlx::query(
+        "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count)
+         SELECT event_id, event_type, data, timestamp, 0 FROM dead_letter WHERE true
+         ON CONFLICT(event_id) DO UPDATE SET retry_count = 0",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db("cannot requeue dead letters"))?
+    .rows_affected();
+    sqlx::query("DELETE FROM dead_letter")
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("cannot requeue dead letters"))?;
+    tx.commit()
+        .await
+        .map_err(StoreError::db("cannot requeue dead letters"))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db;
+
+    async fn queue_with(n: usize) -> (tempfile::TempDir, SqliteConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = db::open_writer(&dir.path().join("queue.db"), db::BUSY_TIMEOUT)
+            .await
+            .unwrap();
+        for i in 0..n {
+            sqlx::query(
+                "INSERT INTO queue (event_id, event_type, data, timestamp) VALUES (?, 'T', ?, ?)",
+            )
+            .bind(format!("e{i}"))
+            .bind(format!(r#"{{"lamport_clock":{i}}}"#))
+            .bind(100 - i as i64 % 2)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        (dir, c)
+    }
+
+    #[tokio::test]
+    async fn reads_in_drain_order_after_a_cursor() {
+        let (_d, mut c) = queue_with(4).await;
+        let all = oldest_after(&mut c, None, 10).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|o| o.event_id.as_str()).collect();
+        assert_eq!(ids, ["e1", "e3", "e0", "e2"]);
+        let rest = oldest_after(&mut c, Some((all[1].timestamp, all[1].id)), 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[0].event_id, "e0");
+    }
+
+    #[tokio::test]
+    async fn verdicts_delete_count_and_bury() {
+        let (_d, mut c) = queue_with(3).await;
+        let v = vec![
+            ("e0".to_string(), Verdict::Accepted),
+            ("e1".to_string(), Verdict::Duplicate),
+            ("e2".to_string(), Verdict::Rejected("bad".into())),
+            ("gone".to_string(), Verdict::Accepted),
+        ];
+        let a = apply(&mut c, &v).await.unwrap();
+        assert_eq!(
+            a,
+            Applied {
+                delivered: 1,
+                duplicates: 1,
+                rejected: 1,
+                dead: 0
+            }
+        );
+        for _ in 0..4 {
+            apply(&mut c, &v[2..3]).await.unwrap();
+        }
+        assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 0);
+        assert_eq!(dead_count(&mut c).await.unwrap(), 1);
+        let dead = dead_list(&mut c, 10).await.unwrap();
+        assert_eq!(
+            (dead[0].retry_count, dead[0].error.as_deref()),
+            (5, Some("bad"))
+        );
+        assert_eq!(
+            crate::queue::max_lamport(&mut c).await.unwrap(),
+            2,
+            "dead letters keep their clock"
+        );
+        assert_eq!(retry_dead(&mut c).await.unwrap(), 1);
+        assert_eq!(dead_count(&mut c).await.unwrap(), 0);
+        assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 1);
+    }
+}
