@@ -7,14 +7,19 @@
 //! the daemon is in.
 
 pub mod fallback;
+pub mod login;
+pub mod queue_cmd;
 pub mod status;
+pub mod sync;
 pub mod transport;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
-use kitty_proto::api::{EmitResponse, ErrorBody, QueueView, Status};
+use kitty_proto::api::{
+    DeadView, EmitResponse, ErrorBody, QueueView, Requeued, Status, SyncTriggered,
+};
 use kitty_proto::home::{Home, HomeError};
 use kitty_proto::request::parse_one;
 use serde::Serialize;
@@ -197,11 +202,47 @@ impl Client {
         self.get_json(&format!("/v1/queue?limit={limit}")).await
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    /// `POST /v1/sync`: asks the daemon to flush the queue to the server now.
+    pub async fn sync(&self) -> Result<SyncTriggered, TransportError> {
+        self.post_json("/v1/sync", &Value::Object(Map::new())).await
+    }
+
+    /// `GET /v1/dead?limit=N`: events the server rejected five times.
+    pub async fn dead(&self, limit: u32) -> Result<DeadView, TransportError> {
+        self.get_json(&format!("/v1/dead?limit={limit}")).await
+    }
+
+    /// `POST /v1/dead/retry`: puts every dead letter back into the queue.
+    pub async fn retry_dead(&self) -> Result<Requeued, TransportError> {
+        self.post_json("/v1/dead/retry", &Value::Object(Map::new()))
+            .await
+    }
+
+    /// A `GET` of the socket API whose success answer is `T`.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<T, TransportError> {
-        let a = transport::call(&self.socket, Method::GET, path, None, self.deadline).await?;
+        self.call_json(Method::GET, path, None).await
+    }
+
+    /// A `POST` of `body` to the socket API whose success answer is `T`.
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, TransportError> {
+        self.call_json(Method::POST, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, TransportError> {
+        let a = transport::call(&self.socket, method, path, body, self.deadline).await?;
         if !a.status.is_success() {
             let msg = serde_json::from_slice::<ErrorBody>(&a.body)
                 .map(|b| b.message)

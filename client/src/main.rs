@@ -1,4 +1,4 @@
-//! `kitty-sync`: emit events and look at the daemon.
+//! `kitty-sync`: emit events, look at the daemon, log in and sync.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -27,6 +27,57 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to the server and store the session in the credentials file.
+    Login {
+        /// The server's base URL: https, or http to a loopback address.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input (also the
+        /// case whenever standard input is not a terminal).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove the stored session.
+    Logout,
+    /// Ask the daemon to send its queue to the server now.
+    Sync {
+        /// Wait until the queue is empty, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = kitty_sync::sync::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look at the queue and at dead letters.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// The oldest queued events.
+    List {
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Print the socket API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events the server rejected five times, set aside.
+    Dead {
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Print the socket API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put every dead letter back into the queue.
+    RetryDead,
 }
 
 #[derive(Args)]
@@ -64,6 +115,28 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Emit(args) => emit(args),
         Command::Status { json } => kitty_sync::status::main(json),
+        Command::Login {
+            server,
+            username,
+            password_stdin,
+        } => kitty_sync::login::main(&server, &username, password_stdin),
+        Command::Logout => kitty_sync::login::logout(),
+        Command::Sync {
+            wait,
+            timeout,
+            json,
+        } => kitty_sync::sync::main(kitty_sync::sync::SyncOptions {
+            wait,
+            timeout: std::time::Duration::from_secs(timeout),
+            json,
+        }),
+        Command::Queue(QueueCommand::List { limit, json }) => {
+            kitty_sync::queue_cmd::list(limit, json)
+        }
+        Command::Queue(QueueCommand::Dead { limit, json }) => {
+            kitty_sync::queue_cmd::dead(limit, json)
+        }
+        Command::Queue(QueueCommand::RetryDead) => kitty_sync::queue_cmd::retry_dead(),
     }
 }
 

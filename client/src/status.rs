@@ -55,6 +55,29 @@ pub fn main(json: bool) -> ExitCode {
     }
 }
 
+/// Whether a failed call means no daemon answered at all (exit 3), rather
+/// than a daemon that answered with an error.
+pub fn unreachable(e: &crate::TransportError) -> bool {
+    matches!(
+        e,
+        crate::TransportError::NotRunning(_) | crate::TransportError::Timeout(_)
+    )
+}
+
+/// Says how to start the daemon and returns exit status 3, for commands that
+/// need a running daemon.
+pub fn not_running(e: &crate::TransportError) -> ExitCode {
+    let hint = start_hint();
+    match e {
+        crate::TransportError::Timeout(d) => eprintln!(
+            "kitty-sync: kitty-syncd did not answer within {d:?}; `kitty-sync status` shows its state; \
+             if it is not running, start it with: {hint}"
+        ),
+        _ => eprintln!("kitty-sync: kitty-syncd is not running; start it with: {hint}"),
+    }
+    ExitCode::from(NOT_RUNNING)
+}
+
 /// The command that starts the daemon on this machine: through the service
 /// manager when the service is installed, else how to install or run it.
 pub fn start_hint() -> String {
@@ -163,7 +186,8 @@ pub fn render(s: &Status) -> String {
     rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
 }
 
-fn human_duration(secs: u64) -> String {
+/// `42s`, `3m 5s`, `2h 10m`, `4d 1h`.
+pub fn human_duration(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m {}s", secs / 60, secs % 60),
