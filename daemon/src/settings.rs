@@ -28,6 +28,8 @@ pub type SettingsRx = watch::Receiver<Arc<Settings>>;
 
 /// Quiet time after the last file event before the files are read again.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+/// The longest a reload waits for a burst to settle.
+const MAX_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Loads both files once; the config must be valid for the daemon to start.
 pub fn load(home: &Home) -> Result<Settings, config::ConfigError> {
@@ -95,22 +97,35 @@ pub fn watch(
     })?;
     watcher.watch(home.dir(), RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
+        let (config, creds) = (home.config_toml(), home.credentials());
+        // queue.db and its WAL live in the same directory and change all the
+        // time; only events naming our two files count.
+        let relevant = |ev: &notify::Event| ev.paths.iter().any(|p| *p == config || *p == creds);
         while let Some(first) = ev_rx.recv().await {
+            if !relevant(&first) {
+                continue;
+            }
             // A writer that truncates and then writes shows us an empty file
-            // first; wait for the burst of events to settle before reading.
+            // first: let the burst settle (bounded, so a busy file is still read).
             let mut events = vec![first];
+            let deadline = tokio::time::Instant::now() + MAX_SETTLE;
             loop {
-                match tokio::time::timeout(SETTLE, ev_rx.recv()).await {
-                    Ok(Some(ev)) => events.push(ev),
+                let until = (tokio::time::Instant::now() + SETTLE).min(deadline);
+                match tokio::time::timeout_at(until, ev_rx.recv()).await {
+                    Ok(Some(ev)) if relevant(&ev) => events.push(ev),
+                    Ok(Some(_)) => {}
                     Ok(None) => return,
                     Err(_) => break,
                 }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
             }
             let touches = |name: &Path| events.iter().flat_map(|e| &e.paths).any(|p| p == name);
-            if touches(&home.config_toml()) {
+            if touches(&config) {
                 reload_config(&home, &tx);
             }
-            if touches(&home.credentials()) {
+            if touches(&creds) {
                 reload_credentials(&home, &tx);
             }
         }
