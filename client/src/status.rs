@@ -179,7 +179,45 @@ pub fn render(s: &Status) -> String {
             (false, _) => "no".into(),
         },
     ));
-    rows.push(("connection", s.connection.clone()));
+    let u = &s.uplink;
+    let connection = match (u.consecutive_failures, &u.next_retry_at) {
+        (0, _) | (_, None) => s.connection.clone(),
+        (n, Some(at)) => format!("{} ({n} failures in a row; next try {at})", s.connection),
+    };
+    rows.push(("connection", connection));
+    if s.running {
+        rows.push((
+            "last sync",
+            u.last_sync_at
+                .clone()
+                .unwrap_or_else(|| "never (since start)".into()),
+        ));
+        if let Some(e) = &u.last_error {
+            rows.push(("last error", e.clone()));
+        }
+        rows.push((
+            "sent",
+            format!(
+                "{} over WebSocket, {} in batches; confirmed {} new, {} duplicates; {} rejections{}",
+                u.sent_ws,
+                u.sent_batch,
+                u.delivered,
+                u.duplicates,
+                u.rejected,
+                if u.server_acks { "; server acknowledges" } else { "" }
+            ),
+        ));
+        rows.push(("refreshes", u.refreshes.to_string()));
+    }
+    if u.dead_letters > 0 {
+        rows.push((
+            "dead letters",
+            format!(
+                "{} (see `kitty-sync queue dead`; `kitty-sync queue retry-dead` puts them back)",
+                u.dead_letters
+            ),
+        ));
+    }
     if let Some(at) = &s.config_loaded_at {
         rows.push(("config read", at.clone()));
     }

@@ -64,6 +64,7 @@ pub async fn from_disk(home: &Home, socket: &Path) -> Status {
         if let Ok(stats) = queue::stats(&mut conn, config.max_queue_size).await {
             status.queue = stats;
         }
+        status.uplink.dead_letters = crate::outbox::dead_count(&mut conn).await.unwrap_or(0);
         let hwm = queue::high_water_mark(&mut conn).await.unwrap_or(0);
         let max = queue::max_lamport(&mut conn).await.unwrap_or(0);
         status.clock.value = status.clock.value.max(hwm).max(max);
