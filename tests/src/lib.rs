@@ -1,3 +1,5 @@
 
 pub mod harness;
 pub mod saas;
+pub mod bench;
+pub mod uplink_harness;

@@ -158,6 +158,10 @@ impl Uplink {
             self.timers(now).await;
             if self.ws.is_none() && now >= self.next_ws_at {
                 self.connect().await;
+                if self.session_over.is_some() {
+                    // One refused refresh is the answer: do not ask again for the batch.
+                    continue;
+                }
             }
             let more = self.pump_ws().await;
             // Read what the server sent meanwhile (acks), so that a long send
