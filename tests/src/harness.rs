@@ -67,11 +67,15 @@ pub const EXIT_NOPERM: i32 = 77;
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
+    // A test runs from target/<profile>/deps, a bench binary from target/<profile>.
+    let dir = exe.parent().expect("the executable has a directory");
+    let path = [
+        dir.join(name),
+        dir.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| dir.join(name));
     if !path.is_file() {
         panic!(
             "{} not found: build the binaries first: cargo test --workspace builds them \
