@@ -110,7 +110,8 @@ fn emit_queues_one_valid_envelope_and_advances_the_clock() {
     let after = api.status();
     assert_eq!(after.queue.depth, 1);
     assert_eq!(after.clock.value, 1);
-    assert_eq!(after.connection, "Offline");
+    // No credentials in this home: the uplink waits for a login.
+    assert_eq!(after.connection, "AuthRequired");
 
     let acc2 = api.emit(&status_draft(2));
     assert_eq!(acc2.lamport_clock, 2);
