@@ -226,14 +226,7 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
 }
 
 async fn get_status(State(state): State<AppState>) -> Response {
-    match crate::status::report(&state).await {
-        Ok(status) => Json(status).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            e.to_string(),
-        ),
-    }
+    json_or_500(crate::status::report(&state).await)
 }
 
 const DEFAULT_QUEUE_LIMIT: u32 = 100;
@@ -256,7 +249,8 @@ fn limit(q: &HashMap<String, String>) -> Result<u32, String> {
     }
 }
 
-async fn reader(
+/// A pooled read connection (WAL: reads never wait for the writer).
+pub(crate) async fn reader(
     state: &AppState,
 ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, kitty_store::StoreError> {
     state
@@ -302,14 +296,7 @@ async fn get_dead(
         })
     }
     .await;
-    match result {
-        Ok(view) => Json(view).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            e.to_string(),
-        ),
-    }
+    json_or_500(result)
 }
 
 async fn post_dead_retry(State(state): State<AppState>) -> Response {
@@ -357,8 +344,13 @@ async fn get_queue(
         })
     }
     .await;
+    json_or_500(result)
+}
+
+/// The value as JSON, or a 500 that says what storage failed.
+fn json_or_500<T: serde::Serialize>(result: Result<T, kitty_store::StoreError>) -> Response {
     match result {
-        Ok(view) => Json(view).into_response(),
+        Ok(v) => Json(v).into_response(),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",

@@ -12,14 +12,7 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
         &settings.config,
         &settings.credentials,
     );
-    let mut conn = state
-        .readers
-        .acquire()
-        .await
-        .map_err(|source| kitty_store::StoreError::Db {
-            what: "cannot read queue.db",
-            source,
-        })?;
+    let mut conn = crate::server::reader(state).await?;
     status.queue = kitty_store::queue::stats(&mut conn, settings.config.max_queue_size).await?;
     status.running = true;
     status.pid = Some(std::process::id());

@@ -810,7 +810,8 @@ impl Api {
     }
 }
 
-fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
+/// Parses an HTTP/1.1 answer read to its end (Content-Length or chunked).
+pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let split = buf
         .windows(4)

@@ -111,7 +111,7 @@ pub fn try_http(
     stream.flush()?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf)?;
-    parse_http(&buf)
+    crate::harness::parse_response(&buf)
 }
 
 /// [`try_http`], panicking on a transport error.
@@ -124,67 +124,6 @@ pub fn http(
 ) -> Response {
     try_http(addr, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} http://{addr}{path} failed: {e}"))
-}
-
-fn parse_http(buf: &[u8]) -> std::io::Result<Response> {
-    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            bad(format!(
-                "no HTTP head in {:?}",
-                String::from_utf8_lossy(buf)
-            ))
-        })?;
-    let head = std::str::from_utf8(&buf[..split]).map_err(|e| bad(e.to_string()))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &buf[split + 4..];
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-    };
-    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest).ok_or_else(|| bad("bad chunked body".into()))?
-    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        rest.get(..len)
-            .ok_or_else(|| bad(format!("body cut short: {} of {len} bytes", rest.len())))?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -47,6 +47,9 @@ pub struct CommitFloor {
     pub group_statements: Vec<Duration>,
     /// The same [`GROUP`] events as one multi-row INSERT statement.
     pub group_multirow: Vec<Duration>,
+    /// CPU time (this process, all threads, user + system) per single-event
+    /// commit, over the `bare` and `daemon_like` loop.
+    pub cpu_per_commit: Duration,
 }
 
 /// The group size of [`CommitFloor::group_statements`]: as many events as
@@ -69,6 +72,7 @@ pub fn commit_latencies(dir: &Path, n: usize) -> Result<CommitFloor> {
         sqlx::raw_sql(SCHEMA).execute(&mut c).await?;
         let mut bare = Vec::with_capacity(n);
         let mut daemon_like = Vec::with_capacity(n);
+        let cpu_start = crate::bench::sys::self_cpu_time();
         for i in 0..(2 * n + 2) {
             let event_id = format!("bench-{i}");
             let t = Instant::now();
@@ -106,6 +110,8 @@ pub fn commit_latencies(dir: &Path, n: usize) -> Result<CommitFloor> {
                 }
             }
         }
+        let cpu_per_commit =
+            (crate::bench::sys::self_cpu_time().saturating_sub(cpu_start)) / (2 * n as u32 + 2);
         let groups = (n / 4).max(3);
         let mut group_statements = Vec::with_capacity(groups);
         let mut group_multirow = Vec::with_capacity(groups);
@@ -171,6 +177,7 @@ pub fn commit_latencies(dir: &Path, n: usize) -> Result<CommitFloor> {
             statement,
             group_statements,
             group_multirow,
+            cpu_per_commit,
         })
     })
 }

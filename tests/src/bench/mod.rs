@@ -170,6 +170,8 @@ pub struct Floor {
     pub group_statements: Summary,
     /// The same as one multi-row INSERT.
     pub group_multirow: Summary,
+    /// CPU per single-event commit of SQLite alone.
+    pub cpu_per_commit: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +333,7 @@ fn floor(opts: &Options) -> Result<Floor> {
         sqlx_statement: summary(&commits.statement, "sqlx statements")?,
         group_statements: summary(&commits.group_statements, "group commits")?,
         group_multirow: summary(&commits.group_multirow, "multi-row group commits")?,
+        cpu_per_commit: commits.cpu_per_commit,
     })
 }
 
@@ -999,6 +1002,11 @@ impl Results {
             "sqlx `SELECT 1` (one statement, no disk: the hop to sqlx's worker thread)",
             &f.sqlx_statement,
         );
+        let _ = writeln!(
+            w,
+            "\nCPU (user + system, all threads) per single-event commit of SQLite alone: {:.0} µs.",
+            f.cpu_per_commit.as_secs_f64() * 1e6
+        );
         let _ = writeln!(w);
     }
 
@@ -1362,12 +1370,14 @@ impl Results {
                 w,
                 "- **{} client(s):** {}/s; the daemon spent {:.0} µs of CPU and {:.1} \
                  context switches per event ({:.2} of them in the config watcher's \
-                 `notify-rs inotify` thread).",
+                 `notify-rs inotify` thread). SQLite alone spends {:.0} µs of CPU per \
+                 single-event commit.",
                 t.clients,
                 thousands(t.events_per_sec() as u64),
                 cpu * 1e6 / per,
                 switches as f64 / per,
                 notify as f64 / per,
+                f.cpu_per_commit.as_secs_f64() * 1e6,
             );
         }
         if let Some(c) = &self.recovery_count_cost {
