@@ -38,6 +38,10 @@ impl StartError {
 
 pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), StartError> {
     let started = Instant::now();
+    // Before anything can answer: a service manager may stop us the instant
+    // the socket serves, and the default action of SIGTERM is to die uncleanly.
+    let mut signals = Signals::install()
+        .map_err(|e| StartError::Fatal(format!("cannot install signal handlers: {e}")))?;
     let _instance = lock::claim_instance(&home.daemon_lock())?;
     let _clock = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
         .map_err(|e| {
@@ -159,7 +163,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     );
 
     tokio::select! {
-        reason = signals(&state, &settings_tx) => tracing::info!("{reason}: shutting down"),
+        reason = signals.wait(&state, &settings_tx) => tracing::info!("{reason}: shutting down"),
         res = &mut server => {
             let msg = match res {
                 Ok(Ok(())) => "the socket server stopped".to_owned(),
@@ -213,25 +217,37 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads config.toml meanwhile.
-async fn signals(state: &AppState, settings: &watch::Sender<Arc<Settings>>) -> &'static str {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return "SIGTERM",
-            _ = int.recv() => return "SIGINT",
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading config.toml");
-                crate::supervise::reloading();
-                settings::reload_config(&state.home, settings);
-                crate::supervise::reloaded(&crate::supervise::status_line(state).await);
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP reloads config.toml meanwhile.
+    async fn wait(
+        &mut self,
+        state: &AppState,
+        settings: &watch::Sender<Arc<Settings>>,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config.toml");
+                    crate::supervise::reloading();
+                    settings::reload_config(&state.home, settings);
+                    crate::supervise::reloaded(&crate::supervise::status_line(state).await);
+                }
             }
         }
     }

@@ -598,3 +598,27 @@ fn log_file_and_journal_formats() {
     );
     d.stop_gracefully();
 }
+
+/// A service manager may stop the daemon the moment it answers: that must be
+/// a clean shutdown (exit 0, clock.json written), not death by the default
+/// action of SIGTERM.
+#[test]
+fn sigterm_the_instant_the_socket_answers_is_a_clean_shutdown() {
+    for _ in 0..5 {
+        let home = TestHome::new();
+        let d = home.spawn_daemon();
+        // As soon as the socket accepts a connection, not a poll interval later.
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
+            assert!(start.elapsed() < HANG_GUARD, "the socket never accepted");
+            std::thread::yield_now();
+        }
+        let st = d.terminate();
+        assert_eq!(st.code(), Some(0), "{st}");
+        assert!(
+            home.clock_text().is_some(),
+            "clock.json written at shutdown"
+        );
+        assert!(!home.socket().exists(), "socket removed");
+    }
+}
