@@ -13,7 +13,9 @@ use kitty_proto::api::Accepted;
 use kitty_proto::draft::Stamp;
 use kitty_proto::home::Home;
 use kitty_proto::{Submission, rules};
-use sqlx::{Connection, SqliteConnection};
+use std::collections::HashMap;
+
+use sqlx::{Connection, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use crate::clockfile::{self, ClockFile};
 use crate::{StoreError, db, node_id, queue};
@@ -177,14 +179,25 @@ impl Ledger {
         team_slug: &str,
     ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
         let now = Utc::now();
-        // IMMEDIATE takes the write lock at once, so the count below stays true
-        // until we commit even if the Python CLI writes the file too.
+        // IMMEDIATE takes the write lock at once, so the count and the
+        // duplicate lookup below stay true until we commit, even if the
+        // Python CLI writes the file too.
         let mut tx = self
             .conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::db("cannot begin a queue transaction"))?;
         let mut depth = queue::depth(&mut tx).await?;
+        // Every statement is a hop to sqlx's SQLite thread, so a group costs a
+        // fixed number of them: one lookup of the ids already queued, one
+        // multi-row INSERT (in chunks), one high-water mark.
+        let preset: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| &j.events)
+            .filter_map(Submission::event_id)
+            .collect();
+        let mut known = existing(&mut tx, &preset).await?;
+        let mut rows: Vec<Row> = Vec::new();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             if depth + job.events.len() as u64 > self.max_queue_size {
@@ -199,17 +212,31 @@ impl Ledger {
             let stamp_time = rules::format_utc(made_at);
             let mut accepted = Vec::with_capacity(job.events.len());
             for event in &job.events {
-                let a = self
-                    .stamper
-                    .insert_one(&mut tx, event, &stamp_time, made_at.timestamp(), team_slug)
-                    .await?;
-                if !a.duplicate {
-                    depth += 1;
+                if let Some(&lamport) = event.event_id().and_then(|id| known.get(id)) {
+                    // Already queued (a retry): the row stays as it is, and no
+                    // value is stamped, so the sequence has no gap.
+                    accepted.push(Accepted {
+                        event_id: event.event_id().unwrap_or_default().to_owned(),
+                        lamport_clock: lamport,
+                        duplicate: true,
+                    });
+                    continue;
                 }
-                accepted.push(a);
+                let row = self
+                    .stamper
+                    .stamp(event, &stamp_time, made_at.timestamp(), team_slug);
+                known.insert(row.event_id.clone(), row.lamport);
+                accepted.push(Accepted {
+                    event_id: row.event_id.clone(),
+                    lamport_clock: row.lamport,
+                    duplicate: false,
+                });
+                depth += 1;
+                rows.push(row);
             }
             results.push(Ok(accepted));
         }
+        insert(&mut tx, &rows).await?;
         if self.stamper.clock != self.persisted {
             queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
         }
@@ -221,17 +248,83 @@ impl Ledger {
     }
 }
 
+/// A stamped event, ready for the `queue` table.
+struct Row {
+    event_id: String,
+    event_type: String,
+    data: String,
+    enqueued_at: i64,
+    lamport: u64,
+}
+
+/// Rows per INSERT statement: 4 bound values each, well under SQLite's limit
+/// of 32,766 variables.
+const INSERT_CHUNK: usize = 1000;
+/// Ids per lookup statement.
+const LOOKUP_CHUNK: usize = 1000;
+
+/// The queued events among `ids`, with their Lamport values.
+async fn existing(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, u64>, StoreError> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT event_id, json_extract(data, '$.lamport_clock') FROM queue WHERE event_id IN (",
+        );
+        let mut list = qb.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        let rows = qb
+            .build()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::db("cannot look up queued events"))?;
+        for r in rows {
+            let lamport: Option<i64> = r.try_get(1).unwrap_or(None);
+            found.insert(
+                r.get::<String, _>(0),
+                lamport.map_or(0, |v| v.max(0) as u64),
+            );
+        }
+    }
+    Ok(found)
+}
+
+async fn insert(conn: &mut SqliteConnection, rows: &[Row]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count) ",
+        );
+        qb.push_values(chunk, |mut b, row| {
+            b.push_bind(row.event_id.as_str())
+                .push_bind(row.event_type.as_str())
+                .push_bind(row.data.as_str())
+                .push_bind(row.enqueued_at)
+                .push("0");
+        });
+        qb.build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("cannot insert into the queue"))?;
+    }
+    Ok(())
+}
+
 impl Stamper {
-    async fn insert_one(
+    /// Completes a draft (or takes a relayed envelope as it is) and moves the
+    /// clock: `tick()` for a draft, `receive()` for an envelope.
+    fn stamp(
         &mut self,
-        conn: &mut SqliteConnection,
         event: &Submission,
         stamp_time: &str,
         enqueued_at: i64,
         team_slug: &str,
-    ) -> Result<Accepted, StoreError> {
-        let mark = self.clock;
-        let (event_id, lamport, data) = match event {
+    ) -> Row {
+        match event {
             Submission::Draft(d) => {
                 let event_id = match &d.event_id {
                     Some(id) => id.clone(),
@@ -245,49 +338,25 @@ impl Stamper {
                     timestamp: stamp_time,
                     team_slug,
                 });
-                (event_id, self.clock, data)
+                Row {
+                    event_id,
+                    event_type: d.event_type.as_str().to_owned(),
+                    data,
+                    enqueued_at,
+                    lamport: self.clock,
+                }
             }
             Submission::Envelope(e) => {
                 self.clock = self.clock.max(e.lamport_clock) + 1;
-                (e.event_id.clone(), e.lamport_clock, e.raw.clone())
+                Row {
+                    event_id: e.event_id.clone(),
+                    event_type: e.event_type.clone(),
+                    data: e.raw.clone(),
+                    enqueued_at,
+                    lamport: e.lamport_clock,
+                }
             }
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count)
-             VALUES (?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING",
-        )
-        .bind(&event_id)
-        .bind(event.event_type())
-        .bind(&data)
-        .bind(enqueued_at)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::db("cannot insert into the queue"))?
-        .rows_affected()
-            == 1;
-        if inserted {
-            return Ok(Accepted {
-                event_id,
-                lamport_clock: lamport,
-                duplicate: false,
-            });
         }
-        // Already queued (a retry): keep the row as it is, and take back the
-        // value we stamped so that the sequence stays free of gaps.
-        self.clock = mark;
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT json_extract(data, '$.lamport_clock') FROM queue WHERE event_id = ?",
-        )
-        .bind(&event_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(StoreError::db("cannot read a queued event"))?
-        .flatten();
-        Ok(Accepted {
-            event_id,
-            lamport_clock: existing.map_or(lamport, |v| v.max(0) as u64),
-            duplicate: true,
-        })
     }
 
     fn next_ulid(&mut self) -> String {
