@@ -42,8 +42,7 @@ pub struct CommitFloor {
     /// `SELECT 1`: what one statement costs through sqlx (a round trip to the
     /// connection's worker thread) with no disk involved.
     pub statement: Vec<Duration>,
-    /// A daemon-like commit of [`GROUP`] events, one INSERT statement each,
-    /// as the daemon commits a group.
+    /// A daemon-like commit of [`GROUP`] events, one INSERT statement each.
     pub group_statements: Vec<Duration>,
     /// The same [`GROUP`] events as one multi-row INSERT statement.
     pub group_multirow: Vec<Duration>,
