@@ -5,7 +5,7 @@
 //! and the fifth moves it to `dead_letter`.
 
 use kitty_proto::api::DeadEntry;
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::StoreError;
 
@@ -88,58 +88,75 @@ pub async fn apply(
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(StoreError::db("cannot begin applying server results"))?;
+    // Confirmations are the bulk (one per event): delete them a chunk per
+    // statement, since every statement is a hop to sqlx's SQLite thread.
+    let ids = |want: &Verdict| -> Vec<&str> {
+        verdicts
+            .iter()
+            .filter(|(_, v)| v == want)
+            .map(|(id, _)| id.as_str())
+            .collect()
+    };
+    applied.delivered = delete_all(&mut tx, &ids(&Verdict::Accepted)).await?;
+    applied.duplicates = delete_all(&mut tx, &ids(&Verdict::Duplicate)).await?;
     for (event_id, verdict) in verdicts {
-        match verdict {
-            Verdict::Accepted | Verdict::Duplicate => {
-                let gone = sqlx::query("DELETE FROM queue WHERE event_id = ?")
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("cannot delete a delivered event"))?
-                    .rows_affected();
-                if verdict == &Verdict::Accepted {
-                    applied.delivered += gone;
-                } else {
-                    applied.duplicates += gone;
-                }
-            }
-            Verdict::Rejected(why) => {
-                let retries: Option<i64> = sqlx::query_scalar(
-                    "UPDATE queue SET retry_count = COALESCE(retry_count, 0) + 1 WHERE event_id = ?
-                     RETURNING retry_count",
-                )
+        let Verdict::Rejected(why) = verdict else {
+            continue;
+        };
+        let retries: Option<i64> = sqlx::query_scalar(
+            "UPDATE queue SET retry_count = COALESCE(retry_count, 0) + 1 WHERE event_id = ?
+             RETURNING retry_count",
+        )
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db("cannot count a rejection"))?;
+        let Some(retries) = retries else { continue };
+        applied.rejected += 1;
+        if retries >= DEAD_AFTER {
+            sqlx::query(
+                "INSERT INTO dead_letter (event_id, event_type, data, timestamp, retry_count, error, died_at)
+                 SELECT event_id, event_type, data, timestamp, retry_count, ?, unixepoch() FROM queue WHERE event_id = ?
+                 ON CONFLICT(event_id) DO UPDATE SET data = excluded.data, retry_count = excluded.retry_count,
+                     error = excluded.error, died_at = excluded.died_at",
+            )
+            .bind(truncate(why, 2000))
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("cannot move an event to dead_letter"))?;
+            sqlx::query("DELETE FROM queue WHERE event_id = ?")
                 .bind(event_id)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await
-                .map_err(StoreError::db("cannot count a rejection"))?;
-                let Some(retries) = retries else { continue };
-                applied.rejected += 1;
-                if retries >= DEAD_AFTER {
-                    sqlx::query(
-                        "INSERT INTO dead_letter (event_id, event_type, data, timestamp, retry_count, error, died_at)
-                         SELECT event_id, event_type, data, timestamp, retry_count, ?, unixepoch() FROM queue WHERE event_id = ?
-                         ON CONFLICT(event_id) DO UPDATE SET data = excluded.data, retry_count = excluded.retry_count,
-                             error = excluded.error, died_at = excluded.died_at",
-                    )
-                    .bind(truncate(why, 2000))
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("cannot move an event to dead_letter"))?;
-                    sqlx::query("DELETE FROM queue WHERE event_id = ?")
-                        .bind(event_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::db("cannot move an event to dead_letter"))?;
-                    applied.dead += 1;
-                }
-            }
+                .map_err(StoreError::db("cannot move an event to dead_letter"))?;
+            applied.dead += 1;
         }
     }
     tx.commit()
         .await
         .map_err(StoreError::db("cannot commit server results"))?;
     Ok(applied)
+}
+
+/// Deletes the rows of `ids`; returns how many there were.
+async fn delete_all(conn: &mut SqliteConnection, ids: &[&str]) -> Result<u64, StoreError> {
+    let mut gone = 0;
+    for chunk in ids.chunks(1000) {
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM queue WHERE event_id IN (");
+        let mut list = qb.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        gone += qb
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("cannot delete delivered events"))?
+            .rows_affected();
+    }
+    Ok(gone)
 }
 
 fn truncate(s: &str, max: usize) -> &str {

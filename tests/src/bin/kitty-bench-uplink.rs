@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use kitty_tests::bench::http::{RawConn, request_bytes};
 use kitty_tests::bench::stats::Summary;
-use kitty_tests::bench::sys::{BenchHome, Daemon, Machine, Memory};
+use kitty_tests::bench::sys::{BenchHome, Daemon, Machine, Memory, cpu_time};
 use kitty_tests::uplink_harness::{self as up, SaasDev};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -118,6 +118,9 @@ fn fill(daemon: &Daemon, n: usize) -> Result<()> {
 struct Drain {
     events: usize,
     seconds: f64,
+    /// CPU seconds over the drain: the daemon's and the server's.
+    daemon_cpu: f64,
+    server_cpu: f64,
     peak_rss: u64,
     ws_events: u64,
     batch_events: u64,
@@ -145,6 +148,8 @@ fn drain(
     daemon.wait_ready(Duration::from_millis(5))?;
     fill(&daemon, backlog)?;
     let server = SaasDev::start_on(log_dir, port, &args);
+    let cpu = |pid: i32| cpu_time(pid).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let (daemon_cpu0, server_cpu0) = (cpu(daemon.pid()), cpu(server.pid() as i32));
     let mut peak = 0;
     let mut first_seen: Option<Instant> = None;
     let guard = Instant::now() + Duration::from_secs(600);
@@ -164,11 +169,15 @@ fn drain(
         std::thread::sleep(Duration::from_millis(5));
     };
     let seconds = first_seen.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let daemon_cpu = cpu(daemon.pid()) - daemon_cpu0;
+    let server_cpu = cpu(server.pid() as i32) - server_cpu0;
     daemon.stop()?;
     server.stop();
     Ok(Drain {
         events: backlog,
         seconds,
+        daemon_cpu,
+        server_cpu,
         peak_rss: peak,
         ws_events: counters.ws_events,
         batch_events: counters.batch_events,
@@ -286,15 +295,15 @@ fn main() -> Result<()> {
         machine.kernel,
         machine.load_average,
     ));
-    md.push_str("| drain | events | seconds | events/s | target | over WebSocket | in batches (POSTs) | daemon peak RSS |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| drain | events | seconds | events/s | target | over WebSocket | in batches (POSTs) | daemon CPU | server CPU | daemon peak RSS |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (name, d, target) in [
         ("batches", &batch, 50_000.0),
         ("WebSocket (acks)", &ws, 20_000.0),
     ] {
         let rate = d.events as f64 / d.seconds.max(1e-9);
         md.push_str(&format!(
-            "| {name} | {} | {:.2} | {:.0} | {:.0} ({}) | {} | {} ({}) | {:.1} MiB |\n",
+            "| {name} | {} | {:.2} | {:.0} | {:.0} ({}) | {} | {} ({}) | {:.0}% | {:.0}% | {:.1} MiB |\n",
             d.events,
             d.seconds,
             rate,
@@ -303,6 +312,8 @@ fn main() -> Result<()> {
             d.ws_events,
             d.batch_events,
             d.batches,
+            100.0 * d.daemon_cpu / d.seconds.max(1e-9),
+            100.0 * d.server_cpu / d.seconds.max(1e-9),
             d.peak_rss as f64 / 1048576.0
         ));
     }
@@ -319,6 +330,10 @@ fn main() -> Result<()> {
         if s.p99 * 1e3 < 50.0 { "met" } else { "missed" },
         idle_rss as f64 / 1048576.0
     ));
+    md.push_str(
+        "\nCPU is a share of one core over the drain (200% = both cores). Both processes share \
+         the machine's two cores with each other and with this bench.\n",
+    );
     print!("{md}");
     if let Some(out) = &opts.out {
         std::fs::write(out, &md).with_context(|| format!("write {}", out.display()))?;
