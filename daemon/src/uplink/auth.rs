@@ -16,8 +16,10 @@ use serde_json::json;
 use super::target::Target;
 use crate::settings::SettingsRx;
 
-/// Refresh this long before the access token expires, not after.
-const EARLY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// Refresh this long before the access token expires rather than after. Short:
+/// a 401 refreshes anyway, and a margin longer than a token's whole life would
+/// refresh on every request.
+const EARLY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,8 +47,10 @@ pub struct Auth {
     home: Home,
     http: reqwest::Client,
     settings: SettingsRx,
-    /// Tokens we obtained ourselves, until the file watcher shows them too.
-    fresh: Option<(Credentials, String)>,
+    /// Tokens we obtained ourselves, until the file watcher shows them, with
+    /// every refresh token they replaced: while the file still holds one of
+    /// those (each is dead, rotation spent it), ours are the live ones.
+    fresh: Option<(Credentials, Vec<String>)>,
     pub refreshes: u64,
 }
 
@@ -67,9 +71,10 @@ impl Auth {
         let file = self.settings.borrow().credentials.credentials().cloned();
         if let Some((fresh, replaced)) = &self.fresh {
             let file_refresh = file.as_ref().and_then(|c| c.refresh.as_deref());
-            if file_refresh == Some(replaced.as_str()) {
+            if file_refresh.is_some_and(|r| replaced.iter().any(|old| old == r)) {
                 return Some(fresh.clone());
             }
+            // The file caught up with us, or someone logged in anew.
             self.fresh = None;
         }
         file
@@ -169,7 +174,13 @@ impl Auth {
             team_slug: s.team_slug.clone(),
             server_url: s.server_url.clone(),
         };
-        self.fresh = Some((creds, refresh));
+        let mut replaced = self.fresh.take().map(|(_, r)| r).unwrap_or_default();
+        replaced.push(refresh);
+        // Only grows while saving to the file fails; the newest few suffice.
+        if replaced.len() > 16 {
+            replaced.remove(0);
+        }
+        self.fresh = Some((creds, replaced));
         Ok(s.access)
     }
 
