@@ -28,8 +28,6 @@ pub type SettingsRx = watch::Receiver<Arc<Settings>>;
 
 /// Quiet time after the last file event before the files are read again.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
-/// How often `<home>` is looked at for changes.
-const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// The longest a reload waits for a burst to settle.
 const MAX_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -88,22 +86,22 @@ fn reload_credentials(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
 /// Watches `<home>` and reloads whichever file changed. The returned watcher
 /// must be kept alive.
 ///
-/// notify's polling watcher, not inotify: queue.db's WAL lives in the same
-/// directory and changes on every commit, and inotify woke a thread for each
-/// of them (5-7 % of the daemon's CPU under load, BENCHMARKS.md). Polling the
-/// directory twice a second costs a few `stat`s and notices an edit within
-/// half a second.
-pub fn watch(home: Home, tx: watch::Sender<Arc<Settings>>) -> notify::Result<notify::PollWatcher> {
+/// inotify on the directory, because an editor or the CLI may replace either
+/// file by rename, or create it. It costs a wake-up per queue.db WAL write too
+/// (5-7 % of the daemon's CPU under load, BENCHMARKS.md). notify's polling
+/// watcher avoids that but compares mtimes to the second, and missed a
+/// same-size rewrite within a second; watching the two files themselves is the
+/// better fix, left for later.
+pub fn watch(
+    home: Home,
+    tx: watch::Sender<Arc<Settings>>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
-    let config = notify::Config::default().with_poll_interval(POLL_EVERY);
-    let mut watcher = notify::PollWatcher::new(
-        move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                let _ = ev_tx.send(ev);
-            }
-        },
-        config,
-    )?;
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let _ = ev_tx.send(ev);
+        }
+    })?;
     watcher.watch(home.dir(), RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         let (config, creds) = (home.config_toml(), home.credentials());
