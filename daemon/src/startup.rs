@@ -111,7 +111,8 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     let (committed_tx, committed_rx) = watch::channel(());
     let (writer, writer_task) =
         crate::writer::spawn(ledger, settings_rx.clone(), clock_tx, committed_tx);
-    let uplink_shared = crate::uplink::UplinkShared::new();
+    let uplink_shared =
+        crate::uplink::UplinkShared::new(crate::uplink::initial_state(&settings_rx.borrow()));
     let mut uplink = crate::uplink::spawn(crate::uplink::UplinkCtx {
         home: home.clone(),
         settings: settings_rx.clone(),

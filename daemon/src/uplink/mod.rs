@@ -67,6 +67,19 @@ pub struct UplinkCtx {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The state before the first attempt: waiting for a login, or about to try.
+pub fn initial_state(settings: &crate::settings::Settings) -> State {
+    let logged_in = settings
+        .credentials
+        .credentials()
+        .is_some_and(|c| c.logged_in(chrono::Utc::now()));
+    if logged_in {
+        State::Offline
+    } else {
+        State::AuthRequired
+    }
+}
+
 pub fn spawn(ctx: UplinkCtx) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match Uplink::new(ctx).await {

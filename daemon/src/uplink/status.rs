@@ -14,9 +14,10 @@ pub struct UplinkShared {
 }
 
 impl UplinkShared {
-    pub fn new() -> Self {
+    /// Starts in `state`, so that `status` is right from the first request.
+    pub fn new(state: State) -> Self {
         let shared = Self::default();
-        shared.update(|s| s.state = State::Offline.name().into());
+        shared.update(|s| s.state = state.name().into());
         shared
     }
 
