@@ -1,5 +1,12 @@
+//! kitty-tests: what the black-box tests, the benchmarks and a newcomer's first
+//! try share.
+//!
+//! - [`harness`]: runs the real `kitty-syncd` and `kitty-sync` in a temporary home.
+//! - [`uplink_harness`]: runs `kitty-saas-dev` as a process, logs in, reads its counters.
+//! - [`saas`]: `kitty-saas-dev`, the reference SaaS server with fault injection.
+//! - [`bench`]: the pieces of `kitty-bench` and `kitty-bench-uplink`.
 
+pub mod bench;
 pub mod harness;
 pub mod saas;
-pub mod bench;
 pub mod uplink_harness;
