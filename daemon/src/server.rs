@@ -305,24 +305,14 @@ async fn post_dead_retry(State(state): State<AppState>) -> Response {
         kitty_store::outbox::retry_dead(&mut conn).await
     }
     .await;
-    match result {
-        Ok(requeued) => {
-            if requeued > 0 {
-                tracing::info!(requeued, "dead letters put back into the queue");
-                state.uplink.sync_now.notify_one();
-            }
-            Json(kitty_proto::api::Requeued {
-                requeued,
-                version: VERSION.into(),
-            })
-            .into_response()
-        }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            e.to_string(),
-        ),
+    if let Ok(requeued @ 1..) = result {
+        tracing::info!(requeued, "dead letters put back into the queue");
+        state.uplink.sync_now.notify_one();
     }
+    json_or_500(result.map(|requeued| kitty_proto::api::Requeued {
+        requeued,
+        version: VERSION.into(),
+    }))
 }
 
 async fn get_queue(
