@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hyper::body::Bytes;
 
-use self::http::{AsyncConn, request_bytes};
+use self::http::{AsyncConn, RawConn, request_bytes};
 use self::stats::{Summary, mib, ms, ms_short, thousands};
 use self::sys::{BenchHome, Daemon, Machine, Memory};
 
@@ -763,6 +763,30 @@ fn startup_summary(label: String, runs: &[(Duration, Option<Duration>, u64)]) ->
     })
 }
 
+/// Queues `n` copies of [`DRAFT`] over `conn`, in arrays of 1,000 (the most
+/// one request may carry).
+pub fn queue_drafts(conn: &mut RawConn, n: usize) -> Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000);
+        let body = format!("[{}]", vec![DRAFT; k].join(","));
+        let a = conn.send(&request_bytes(
+            "POST",
+            "/v1/events",
+            Some(body.as_bytes()),
+            false,
+        ))?;
+        ensure!(
+            a.status == 202,
+            "queueing drafts answered {}: {}",
+            a.status,
+            a.text()
+        );
+        left -= k;
+    }
+    Ok(())
+}
+
 /// Start-ups on fresh homes, then on one home with `recovery_rows` queued
 /// events (returned, daemon stopped, for the direct-path runs).
 fn startups(opts: &Options) -> Result<(Vec<Startups>, BenchHome)> {
@@ -776,24 +800,7 @@ fn startups(opts: &Options) -> Result<(Vec<Startups>, BenchHome)> {
     let mut d = Daemon::spawn(&opts.daemon_bin, &home, "seed.log")?;
     d.wait_ready(READY_POLL)?;
     let mut conn = d.connect()?;
-    let mut left = opts.recovery_rows;
-    while left > 0 {
-        let n = left.min(1000);
-        let body = format!("[{}]", vec![DRAFT; n].join(","));
-        let a = conn.send(&request_bytes(
-            "POST",
-            "/v1/events",
-            Some(body.as_bytes()),
-            false,
-        ))?;
-        ensure!(
-            a.status == 202,
-            "seeding answered {}: {}",
-            a.status,
-            a.text()
-        );
-        left -= n;
-    }
+    queue_drafts(&mut conn, opts.recovery_rows)?;
     drop(conn);
     d.stop()?;
     let rows = db::row_count(&home.queue_db())?;

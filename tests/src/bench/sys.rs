@@ -13,21 +13,10 @@ use anyhow::{Context, Result, bail};
 
 use super::http::{self, RawConn};
 
-/// Variables through which a service manager talks to a service; a bench
-/// started under one must not pass them on.
-const SERVICE_MANAGER_VARS: &[&str] = &[
-    "NOTIFY_SOCKET",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "JOURNAL_STREAM",
-    "INVOCATION_ID",
-    "XPC_SERVICE_NAME",
-    "KITTY_SYNCD_SOCKET",
-    "RUST_LOG",
-];
+/// Besides the service manager's variables (`harness::SERVICE_MANAGER_VARS`),
+/// a bench must not pass on these either: they would move the socket or flood
+/// the daemon's log.
+const BENCH_ONLY_VARS: &[&str] = &["KITTY_SYNCD_SOCKET", "RUST_LOG"];
 
 /// The longest a daemon may take to get ready or to stop.
 pub const PROCESS_GUARD: Duration = Duration::from_secs(30);
@@ -79,7 +68,10 @@ impl BenchHome {
             .env("HOME", &self.home)
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
-        for var in SERVICE_MANAGER_VARS {
+        for var in crate::harness::SERVICE_MANAGER_VARS
+            .iter()
+            .chain(BENCH_ONLY_VARS)
+        {
             cmd.env_remove(var);
         }
         cmd

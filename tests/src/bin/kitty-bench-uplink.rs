@@ -95,26 +95,6 @@ fn write_credentials(home: &Path, port: u16, reply: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Queues `n` drafts over one kept-alive connection, in arrays of 1,000.
-fn fill(daemon: &Daemon, n: usize) -> Result<()> {
-    let mut conn = daemon.connect()?;
-    let one = r#"{"event_type":"WPStatusChanged","payload":{"wp_id":"WP01","previous_status":"planned","new_status":"doing"}}"#;
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(1000);
-        let body = format!("[{}]", vec![one; k].join(","));
-        let a = conn.send(&request_bytes(
-            "POST",
-            "/v1/events",
-            Some(body.as_bytes()),
-            false,
-        ))?;
-        ensure!(a.status == 202, "emit answered {}: {}", a.status, a.text());
-        left -= k;
-    }
-    Ok(())
-}
-
 struct Drain {
     events: usize,
     seconds: f64,
@@ -146,7 +126,7 @@ fn drain(
     first.stop();
     let mut daemon = Daemon::spawn(&daemon_bin(), &home, "drain-daemon.log")?;
     daemon.wait_ready(Duration::from_millis(5))?;
-    fill(&daemon, backlog)?;
+    kitty_tests::bench::queue_drafts(&mut daemon.connect()?, backlog)?;
     let server = SaasDev::start_on(log_dir, port, &args);
     let cpu = |pid: i32| cpu_time(pid).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let (daemon_cpu0, server_cpu0) = (cpu(daemon.pid()), cpu(server.pid() as i32));
