@@ -1,11 +1,15 @@
 //! A draft: the part of an event its producer knows. The daemon completes it
 //! (event_id, lamport_clock, node_id, timestamp, team_slug) when it stamps it.
+//!
+//! The exact rules are in docs/DRAFTS.md: drafts of the eight 028 types are
+//! checked against their (widened) schemas; drafts of any other PascalCase type
+//! need their aggregate named, and their producer answers for the payload.
 
 use serde_json::{Map, Value};
 
 use crate::envelope::{Envelope, non_empty, required_str};
-use crate::payloads::{AggregateType, EventType, validate_payload};
-use crate::rules::{self, Violation};
+use crate::payloads::{EventType, validate_payload};
+use crate::rules::{self, MAX_TEXT_LEN, Violation};
 
 const DRAFT_FIELDS: &[&str] = &[
     "event_type",
@@ -16,14 +20,27 @@ const DRAFT_FIELDS: &[&str] = &[
     "project_uuid",
     "project_slug",
     "event_id",
+    "occurred_at",
+    "correlation_id",
+    "schema_version",
+    "build_id",
+    "git_branch",
+    "head_commit_sha",
+    "repo_slug",
 ];
 
-/// A validated draft: its payload is one of the eight 028 schemas, with defaults filled.
+/// Keys producers might put at the top level that belong in the payload.
+const PAYLOAD_KEYS: &[&str] = &["mission_slug", "mission_id", "wp_id", "feature_slug"];
+
+/// A validated draft. A draft of a 028 type has its payload checked and its
+/// defaults filled; a draft of another type carries its payload as given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
-    pub event_type: EventType,
+    /// The 028 type, or `None` for another (PascalCase) type.
+    pub known: Option<EventType>,
+    pub event_type: String,
     pub aggregate_id: String,
-    pub aggregate_type: AggregateType,
+    pub aggregate_type: String,
     pub payload: Map<String, Value>,
     pub causation_id: Option<String>,
     pub project_uuid: Option<String>,
@@ -31,6 +48,22 @@ pub struct Draft {
     /// Chosen by the producer so that a retry of the same event (after a
     /// timeout, say) leaves one row, not two.
     pub event_id: Option<String>,
+    /// When the event happened, in UTC; the envelope's `timestamp` when given
+    /// (spec-kitty-events: the timestamp is the producer's occurrence time).
+    pub occurred_at: Option<String>,
+    pub extra: Extra,
+}
+
+/// The optional envelope fields of the 3.x CLIs that a draft may carry; each
+/// is copied into the envelope when set and left out when not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    pub schema_version: Option<String>,
+    pub build_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub git_branch: Option<String>,
+    pub head_commit_sha: Option<String>,
+    pub repo_slug: Option<String>,
 }
 
 /// What the daemon adds to a draft.
@@ -44,70 +77,83 @@ pub struct Stamp<'a> {
 }
 
 impl Draft {
-    /// Validates a draft object. `aggregate_id` and `aggregate_type` may be left
-    /// out: they follow from the payload (`wp_id`, `feature_slug`, or `"error"`);
-    /// when given they must agree with it.
+    /// Validates a draft object. For a 028 type, `aggregate_id` and
+    /// `aggregate_type` may be left out: they follow from the payload (`wp_id`,
+    /// `feature_slug`, or `"error"`); when given they must agree with it. For
+    /// another type both are required.
     pub fn from_object(mut obj: Map<String, Value>) -> Result<Self, Violation> {
         if let Some(unknown) = obj.keys().find(|k| !DRAFT_FIELDS.contains(&k.as_str())) {
-            return Err(Violation::new(
-                unknown.clone(),
+            let rule = if PAYLOAD_KEYS.contains(&unknown.as_str()) {
+                "is not a draft field: it belongs in the payload".to_owned()
+            } else {
                 format!(
                     "is not a draft field (a draft has {})",
                     DRAFT_FIELDS.join(", ")
+                )
+            };
+            return Err(Violation::new(unknown.clone(), rule));
+        }
+        let type_name = non_empty(&obj, "event_type")?.to_owned();
+        let known = EventType::parse(&type_name);
+        if known.is_none() && !rules::is_pascal_case(&type_name) {
+            return Err(Violation::new(
+                "event_type",
+                format!(
+                    "must be one of the 028 event types ({}) or another PascalCase name \
+                     (^[A-Z][A-Za-z0-9]*$, at most {} characters)",
+                    EventType::names(),
+                    rules::MAX_NAME_LEN
                 ),
             ));
         }
-        let type_name = non_empty(&obj, "event_type")?;
-        let event_type = EventType::parse(type_name).ok_or_else(|| {
-            Violation::new(
-                "event_type",
-                format!("must be one of the 028 event types: {}", EventType::names()),
-            )
-        })?;
         let mut payload = match obj.remove("payload") {
             Some(Value::Object(map)) => map,
             None | Some(Value::Null) => return Err(Violation::new("payload", "is required")),
             Some(_) => return Err(Violation::new("payload", "must be a JSON object")),
         };
-        let derived = validate_payload(event_type, &mut payload)?;
-        let aggregate_id = match obj.get("aggregate_id") {
-            None | Some(Value::Null) => derived.id.clone(),
-            Some(_) => {
-                let id = non_empty(&obj, "aggregate_id")?;
-                if id != derived.id {
-                    return Err(Violation::new(
-                        "aggregate_id",
-                        format!(
-                            "must be \"{}\" for this {} event",
-                            derived.id,
-                            event_type.as_str()
-                        ),
-                    ));
-                }
-                id.to_owned()
-            }
-        };
-        let aggregate_type = match obj.get("aggregate_type") {
-            None | Some(Value::Null) => derived.kind,
-            Some(_) => {
-                let given = required_str(&obj, "aggregate_type")?;
-                match AggregateType::parse(given) {
-                    Some(t) if t == derived.kind => t,
-                    _ => {
-                        return Err(Violation::new(
-                            "aggregate_type",
-                            format!("must be {} for this event", derived.kind.as_str()),
-                        ));
-                    }
-                }
-            }
+        let (aggregate_id, aggregate_type) = match known {
+            Some(ty) => known_aggregate(&obj, ty, &mut payload)?,
+            None => other_aggregate(&obj, &type_name)?,
         };
         let causation_id = optional_ulid(&obj, "causation_id")?;
         let event_id = optional_ulid(&obj, "event_id")?;
-        let project_uuid = optional_str(&obj, "project_uuid")?;
-        let project_slug = optional_str(&obj, "project_slug")?;
+        let project_uuid = optional_text(&obj, "project_uuid")?;
+        let project_slug = optional_text(&obj, "project_slug")?;
+        let occurred_at = match optional_str(&obj, "occurred_at")? {
+            None => None,
+            Some(s) => Some(rules::to_utc_iso8601(&s).ok_or_else(|| {
+                Violation::new(
+                    "occurred_at",
+                    "must be an ISO-8601 date-time with its zone (e.g. 2026-02-04T13:47:09.123456+00:00)",
+                )
+            })?),
+        };
+        let extra = Extra {
+            schema_version: optional_matching(
+                &obj,
+                "schema_version",
+                rules::is_semver,
+                "must be null or a version such as 3.0.0 (^\\d+\\.\\d+\\.\\d+$)",
+            )?,
+            build_id: optional_text(&obj, "build_id")?,
+            correlation_id: optional_matching(
+                &obj,
+                "correlation_id",
+                |s| rules::is_ulid(s) || rules::is_uuid(s),
+                "must be null, a ULID or a UUID",
+            )?,
+            git_branch: optional_text(&obj, "git_branch")?,
+            head_commit_sha: optional_matching(
+                &obj,
+                "head_commit_sha",
+                rules::is_git_sha,
+                "must be null or a git commit id (7 to 64 hex digits)",
+            )?,
+            repo_slug: optional_text(&obj, "repo_slug")?,
+        };
         Ok(Self {
-            event_type,
+            known,
+            event_type: type_name,
             aggregate_id,
             aggregate_type,
             payload,
@@ -115,24 +161,33 @@ impl Draft {
             project_uuid,
             project_slug,
             event_id,
+            occurred_at,
+            extra,
         })
     }
 
     /// The complete envelope, as JSON text.
     pub fn stamp(&self, s: &Stamp<'_>) -> String {
+        let x = &self.extra;
         let env = Envelope {
             event_id: s.event_id,
-            event_type: self.event_type.as_str(),
+            event_type: &self.event_type,
             aggregate_id: &self.aggregate_id,
-            aggregate_type: self.aggregate_type.as_str(),
+            aggregate_type: &self.aggregate_type,
+            schema_version: x.schema_version.as_deref(),
+            build_id: x.build_id.as_deref(),
             payload: &self.payload,
             node_id: s.node_id,
             lamport_clock: s.lamport_clock,
             causation_id: self.causation_id.as_deref(),
-            timestamp: s.timestamp,
+            correlation_id: x.correlation_id.as_deref(),
+            timestamp: self.occurred_at.as_deref().unwrap_or(s.timestamp),
             team_slug: s.team_slug,
             project_uuid: self.project_uuid.as_deref(),
             project_slug: self.project_slug.as_deref(),
+            git_branch: x.git_branch.as_deref(),
+            head_commit_sha: x.head_commit_sha.as_deref(),
+            repo_slug: x.repo_slug.as_deref(),
         };
         serde_json::to_string(&env).expect("an envelope of strings and numbers always serialises")
     }
@@ -140,15 +195,23 @@ impl Draft {
     /// The draft as the JSON object it was read from (with defaults filled), for the spool.
     pub fn to_object(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("event_type".into(), self.event_type.as_str().into());
+        m.insert("event_type".into(), self.event_type.clone().into());
         m.insert("aggregate_id".into(), self.aggregate_id.clone().into());
-        m.insert("aggregate_type".into(), self.aggregate_type.as_str().into());
+        m.insert("aggregate_type".into(), self.aggregate_type.clone().into());
         m.insert("payload".into(), Value::Object(self.payload.clone()));
+        let x = &self.extra;
         for (k, v) in [
             ("causation_id", &self.causation_id),
             ("project_uuid", &self.project_uuid),
             ("project_slug", &self.project_slug),
             ("event_id", &self.event_id),
+            ("occurred_at", &self.occurred_at),
+            ("schema_version", &x.schema_version),
+            ("build_id", &x.build_id),
+            ("correlation_id", &x.correlation_id),
+            ("git_branch", &x.git_branch),
+            ("head_commit_sha", &x.head_commit_sha),
+            ("repo_slug", &x.repo_slug),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), v.clone().into());
@@ -158,11 +221,121 @@ impl Draft {
     }
 }
 
+/// The aggregate of a 028 draft: derived from its payload, and any given
+/// `aggregate_id`/`aggregate_type` must agree.
+fn known_aggregate(
+    obj: &Map<String, Value>,
+    ty: EventType,
+    payload: &mut Map<String, Value>,
+) -> Result<(String, String), Violation> {
+    let derived = validate_payload(ty, payload)?;
+    let aggregate_id = match obj.get("aggregate_id") {
+        None | Some(Value::Null) => derived.id.clone(),
+        Some(_) => {
+            let id = non_empty(obj, "aggregate_id")?;
+            if id != derived.id {
+                return Err(Violation::new(
+                    "aggregate_id",
+                    format!("must be \"{}\" for this {} event", derived.id, ty.as_str()),
+                ));
+            }
+            id.to_owned()
+        }
+    };
+    let aggregate_type = match obj.get("aggregate_type") {
+        None | Some(Value::Null) => derived.kind.as_str().to_owned(),
+        Some(_) => {
+            let given = required_str(obj, "aggregate_type")?;
+            if !derived.kind.accepts(given) {
+                return Err(Violation::new(
+                    "aggregate_type",
+                    format!("must be {} for this event", derived.kind.accepted_names()),
+                ));
+            }
+            given.to_owned()
+        }
+    };
+    Ok((aggregate_id, aggregate_type))
+}
+
+/// The aggregate of a draft of another type: both named by the producer.
+fn other_aggregate(
+    obj: &Map<String, Value>,
+    type_name: &str,
+) -> Result<(String, String), Violation> {
+    let needed = |key: &str| {
+        Violation::new(
+            key,
+            format!(
+                "is required: {type_name} is not one of the 028 event types ({}), \
+                 and a draft of another type names its aggregate_type and aggregate_id",
+                EventType::names()
+            ),
+        )
+    };
+    let aggregate_type = match obj.get("aggregate_type") {
+        None | Some(Value::Null) => return Err(needed("aggregate_type")),
+        Some(Value::String(s)) if rules::is_pascal_case(s) => s.clone(),
+        Some(_) => {
+            return Err(Violation::new(
+                "aggregate_type",
+                format!(
+                    "must be a PascalCase name such as Project, Mission, WorkPackage \
+                     (^[A-Z][A-Za-z0-9]*$, at most {} characters)",
+                    rules::MAX_NAME_LEN
+                ),
+            ));
+        }
+    };
+    let aggregate_id = match obj.get("aggregate_id") {
+        None | Some(Value::Null) => return Err(needed("aggregate_id")),
+        Some(_) => text(obj, "aggregate_id")?,
+    };
+    Ok((aggregate_id, aggregate_type))
+}
+
 fn optional_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Violation> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
         Some(_) => Err(Violation::new(key, "must be null or a non-empty string")),
+    }
+}
+
+/// A required one-line identifier (see [`rules::text_problem`]).
+fn text(obj: &Map<String, Value>, key: &str) -> Result<String, Violation> {
+    let s = required_str(obj, key)?;
+    match rules::text_problem(s, MAX_TEXT_LEN) {
+        None => Ok(s.to_owned()),
+        Some(rule) => Err(Violation::new(key, rule)),
+    }
+}
+
+/// An optional one-line identifier: null, absent, or as [`text`] requires.
+fn optional_text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Violation> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => match rules::text_problem(s, MAX_TEXT_LEN) {
+            None => Ok(Some(s.clone())),
+            Some(_) if s.trim().is_empty() => {
+                Err(Violation::new(key, "must be null or a non-empty string"))
+            }
+            Some(rule) => Err(Violation::new(key, rule)),
+        },
+        Some(_) => Err(Violation::new(key, "must be null or a non-empty string")),
+    }
+}
+
+fn optional_matching(
+    obj: &Map<String, Value>,
+    key: &str,
+    ok: fn(&str) -> bool,
+    rule: &str,
+) -> Result<Option<String>, Violation> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if ok(s) => Ok(Some(s.clone())),
+        Some(_) => Err(Violation::new(key, rule)),
     }
 }
 
@@ -187,7 +360,7 @@ mod tests {
     fn derives_the_aggregate() {
         let d = draft(json!({"event_type":"WPStatusChanged","payload":{"wp_id":"WP04","previous_status":"planned","new_status":"doing"}})).unwrap();
         assert_eq!(d.aggregate_id, "WP04");
-        assert_eq!(d.aggregate_type, AggregateType::WorkPackage);
+        assert_eq!(d.aggregate_type, "WorkPackage");
         let e = draft(json!({"event_type":"WPStatusChanged","aggregate_id":"WP05","payload":{"wp_id":"WP04","previous_status":"planned","new_status":"doing"}})).unwrap_err();
         assert_eq!(e.field, "aggregate_id");
     }
@@ -195,10 +368,17 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_types() {
         assert_eq!(
-            draft(json!({"event_type":"Nope","payload":{}}))
+            draft(json!({"event_type":"nope","payload":{}}))
                 .unwrap_err()
                 .field,
             "event_type"
+        );
+        // A PascalCase name is another type, which must name its aggregate.
+        assert_eq!(
+            draft(json!({"event_type":"Nope","payload":{}}))
+                .unwrap_err()
+                .field,
+            "aggregate_type"
         );
         assert_eq!(
             draft(json!({"event_typ":"WPCreated","payload":{}}))

@@ -1,8 +1,9 @@
-//! The eight event types of feature 028 and their payload schemas (CONTRACT.md §2).
+//! The eight event types of feature 028 and their payload schemas (CONTRACT.md §2),
+//! widened to the shapes the 3.x and 4.x CLIs send (docs/DRAFTS.md).
 //!
 //! Validation also completes the optional fields that have defaults, so that a
-//! stamped draft carries what the Python CLI's Pydantic models would have sent.
-//! Fields the schema does not name are kept: later CLI versions add some.
+//! stamped 028-shaped draft carries what the Python CLI's Pydantic models would
+//! have sent. Fields the schema does not name are kept: later CLI versions add some.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -29,6 +30,23 @@ impl AggregateType {
             "WorkPackage" => Some(Self::WorkPackage),
             "Feature" => Some(Self::Feature),
             _ => None,
+        }
+    }
+
+    /// Whether a producer's `aggregate_type` names this aggregate. The 3.x CLIs
+    /// call the feature a `Mission`.
+    pub fn accepts(self, given: &str) -> bool {
+        match self {
+            Self::WorkPackage => given == "WorkPackage",
+            Self::Feature => matches!(given, "Feature" | "Mission"),
+        }
+    }
+
+    /// The names [`accepts`](Self::accepts) takes, for error messages.
+    pub fn accepted_names(self) -> &'static str {
+        match self {
+            Self::WorkPackage => "WorkPackage",
+            Self::Feature => "Feature or Mission",
         }
     }
 }
@@ -89,15 +107,37 @@ pub struct Aggregate {
 }
 
 const STATUSES: &[&str] = &["planned", "doing", "for_review", "done"];
-const LANES: &[&str] = &[
+/// Lanes a work package can move to (spec-kitty-events' `Lane`, without `genesis`).
+const TO_LANES: &[&str] = &[
     "planned",
     "claimed",
     "in_progress",
     "for_review",
+    "in_review",
+    "approved",
     "done",
     "blocked",
     "canceled",
 ];
+/// Lanes it can come from: also `genesis` (before finalize-tasks seeds it) and
+/// `uninitialized` (a work package with no lane events yet).
+const FROM_LANES: &[&str] = &[
+    "genesis",
+    "uninitialized",
+    "planned",
+    "claimed",
+    "in_progress",
+    "for_review",
+    "in_review",
+    "approved",
+    "done",
+    "blocked",
+    "canceled",
+];
+/// The keys of an object `actor` that are read as text (`{role, profile, tool, model}`).
+const ACTOR_KEYS: &[&str] = &["role", "profile", "tool", "model"];
+/// WPCreated's names in the 3.x and 4.x CLIs; a payload with any of them gets no 028 defaults.
+const WP_CREATED_3X_NAMES: &[&str] = &["wp_title", "mission_slug", "depends_on"];
 const PHASES: &[&str] = &["implementation", "review"];
 const ENTRY_TYPES: &[&str] = &["note", "review", "error", "comment"];
 const ERROR_TYPES: &[&str] = &["validation", "runtime", "network", "auth", "unknown"];
@@ -115,9 +155,16 @@ pub fn validate_payload(
             let wp = p.wp_id("wp_id")?;
             if p.0.contains_key("from_lane") || p.0.contains_key("to_lane") {
                 // The lane shape the CLI sends from mid-February 2026 on.
-                p.one_of("from_lane", LANES)?;
-                p.one_of("to_lane", LANES)?;
-                p.opt_str("actor")?;
+                p.one_of("from_lane", FROM_LANES)?;
+                p.one_of("to_lane", TO_LANES)?;
+                p.actor()?;
+                p.opt_non_empty("mission_slug")?;
+                p.opt_non_empty("mission_id")?;
+                p.opt_non_empty("execution_mode")?;
+                p.opt_bool("force")?;
+                p.opt_str("reason")?;
+                p.opt_str("review_ref")?;
+                p.opt_object("evidence")?;
             } else {
                 p.one_of("previous_status", STATUSES)?;
                 p.one_of("new_status", STATUSES)?;
@@ -128,22 +175,13 @@ pub fn validate_payload(
         }
         EventType::WPCreated => {
             let wp = p.wp_id("wp_id")?;
-            p.non_empty("title")?;
-            p.non_empty("feature_slug")?;
-            match p.0.get("dependencies") {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(items)) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if !item.as_str().is_some_and(rules::is_wp_id) {
-                            return Err(field_rule(
-                                &format!("dependencies[{i}]"),
-                                "must be a WP id matching ^WP\\d{2}$",
-                            ));
-                        }
-                    }
-                }
-                Some(_) => return Err(field_rule("dependencies", "must be a list of WP ids")),
-            }
+            // 028 names beside the 3.x ones: one of each pair is required.
+            p.either_non_empty("title", "wp_title")?;
+            p.either_non_empty("feature_slug", "mission_slug")?;
+            p.wp_id_list("dependencies")?;
+            p.wp_id_list("depends_on")?;
+            p.actor()?;
+            p.opt_time("created_at")?;
             work_package(wp)
         }
         EventType::WPAssigned => {
@@ -220,7 +258,9 @@ fn fill_defaults(ty: EventType, payload: &mut Map<String, Value>) {
         {
             default(payload, "changed_by", "user")
         }
-        EventType::WPCreated => default(payload, "dependencies", Value::Array(vec![])),
+        EventType::WPCreated if !WP_CREATED_3X_NAMES.iter().any(|k| payload.contains_key(*k)) => {
+            default(payload, "dependencies", Value::Array(vec![]))
+        }
         EventType::WPAssigned => default(payload, "retry_count", 0),
         EventType::HistoryAdded => default(payload, "author", "user"),
         _ => {}
@@ -309,6 +349,84 @@ impl<'a> Fields<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(field_rule(key, "must be a string")),
+        }
+    }
+
+    fn opt_non_empty(&self, key: &str) -> Result<Option<&'a str>, Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.non_empty(key).map(Some),
+        }
+    }
+
+    /// One of two names for the same field (028's and 3.x's) must be given;
+    /// each that is given must be a non-empty string.
+    fn either_non_empty(&self, old: &str, new: &str) -> Result<(), Violation> {
+        let a = self.opt_non_empty(old)?;
+        let b = self.opt_non_empty(new)?;
+        if a.is_none() && b.is_none() {
+            return Err(field_rule(old, &format!("is required (or {new})")));
+        }
+        Ok(())
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<(), Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null | Value::Bool(_)) => Ok(()),
+            Some(_) => Err(field_rule(key, "must be true or false")),
+        }
+    }
+
+    fn opt_object(&self, key: &str) -> Result<(), Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null | Value::Object(_)) => Ok(()),
+            Some(_) => Err(field_rule(key, "must be null or a JSON object")),
+        }
+    }
+
+    /// `actor`: a string, or a non-empty object such as `{role, profile, tool,
+    /// model}` (the 4.x CLIs' resolved actor on claim and review hops) whose
+    /// text keys are null or strings. Other keys of the object are kept.
+    fn actor(&self) -> Result<(), Violation> {
+        match self.0.get("actor") {
+            None | Some(Value::Null | Value::String(_)) => Ok(()),
+            Some(Value::Object(m)) if m.is_empty() => Err(field_rule(
+                "actor",
+                "must be a string or a non-empty object such as {role, profile, tool, model}",
+            )),
+            Some(Value::Object(m)) => {
+                for key in ACTOR_KEYS {
+                    if !matches!(m.get(*key), None | Some(Value::Null | Value::String(_))) {
+                        return Err(field_rule(
+                            &format!("actor.{key}"),
+                            "must be null or a string",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Some(_) => Err(field_rule(
+                "actor",
+                "must be a string or an object such as {role, profile, tool, model}",
+            )),
+        }
+    }
+
+    fn wp_id_list(&self, key: &str) -> Result<(), Violation> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if !item.as_str().is_some_and(rules::is_wp_id) {
+                        return Err(field_rule(
+                            &format!("{key}[{i}]"),
+                            "must be a WP id matching ^WP\\d{2}$",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Some(_) => Err(field_rule(key, "must be a list of WP ids")),
         }
     }
 

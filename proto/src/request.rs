@@ -16,7 +16,8 @@ use crate::{MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST};
 /// One event of a request, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submission {
-    Draft(Draft),
+    /// Boxed: a draft is several times the size of an envelope's summary.
+    Draft(Box<Draft>),
     Envelope(RelayedEnvelope),
 }
 
@@ -128,7 +129,7 @@ pub fn parse_one(raw: &RawValue) -> Result<Submission, Violation> {
     if obj.contains_key("lamport_clock") {
         validate_envelope(raw.get(), &obj).map(Submission::Envelope)
     } else {
-        Draft::from_object(obj).map(Submission::Draft)
+        Draft::from_object(obj).map(|d| Submission::Draft(Box::new(d)))
     }
 }
 

@@ -115,11 +115,18 @@ fn invalid_requests_are_rejected_with_the_field_and_change_nothing() {
 
     // Drafts.
     x(
-        "unknown event type",
-        &draft_with(|d| d["event_type"] = json!("WPExploded")),
+        "event type not PascalCase",
+        &draft_with(|d| d["event_type"] = json!("wp_exploded")),
         422,
         "invalid_event",
         Some("event_type"),
+    );
+    x(
+        "another event type without its aggregate_type",
+        &draft_with(|d| d["event_type"] = json!("WPExploded")),
+        422,
+        "invalid_event",
+        Some("aggregate_type"),
     );
     x(
         "missing field",
@@ -283,8 +290,8 @@ fn invalid_requests_are_rejected_with_the_field_and_change_nothing() {
         Some("team_slug"),
     );
     x(
-        "unknown aggregate_type",
-        &envelope_with("aggregate_type", json!("Thing")),
+        "aggregate_type not PascalCase",
+        &envelope_with("aggregate_type", json!("work package")),
         422,
         "invalid_event",
         Some("aggregate_type"),
@@ -349,7 +356,7 @@ fn an_array_is_all_or_nothing_and_names_the_index() {
     // not have received it.
     let items = vec![
         cli_envelope(&new_ulid(), 900),
-        json!({"event_type": "Nope", "payload": {}}),
+        json!({"event_type": "nope", "payload": {}}),
     ];
     check.reject(
         "high clock beside a bad draft",
