@@ -242,9 +242,9 @@ mod tests {
             connection: uplink.state.clone(),
             supervisor: None,
             spooled: 0,
-            refused: 0,
             start_hint: None,
             config_loaded_at: None,
+            refused: 0,
             uplink,
         }
     }

@@ -62,9 +62,9 @@ fn status_of(f: &Fake) -> Status {
         connection: f.uplink.state.clone(),
         supervisor: None,
         spooled: 0,
-        refused: 0,
         start_hint: None,
         config_loaded_at: None,
+        refused: 0,
         uplink: f.uplink.clone(),
     }
 }

@@ -94,15 +94,15 @@ pub struct Status {
     pub supervisor: Option<String>,
     /// Events waiting in the spool for a daemon to stamp them.
     pub spooled: u64,
-    /// Lines of `<home>/kitty-sync-refused.jsonl`: events of the spec-kitty
-    /// CLI that the daemon refused, kept there with its message.
-    #[serde(default)]
-    pub refused: u64,
     /// When not running: the command that starts the daemon.
     pub start_hint: Option<String>,
     /// When config.toml was last read (start-up, SIGHUP, or a change on disk).
     #[serde(default)]
     pub config_loaded_at: Option<String>,
+    /// Lines of `<home>/kitty-sync-refused.jsonl`: events of the spec-kitty
+    /// CLI that the daemon refused, kept there with its message.
+    #[serde(default)]
+    pub refused: u64,
     /// Delivery to the server.
     #[serde(default)]
     pub uplink: UplinkStatus,

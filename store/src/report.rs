@@ -37,9 +37,9 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         connection: "Offline".into(),
         supervisor: None,
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
-        refused: count_lines(&home.refused_log()),
         start_hint: None,
         config_loaded_at: None,
+        refused: count_lines(&home.refused_log()),
         uplink: kitty_proto::api::UplinkStatus {
             state: "Offline".into(),
             ..Default::default()
