@@ -16,6 +16,13 @@ without the package. Nothing here may raise into the program being started.
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the annotations are strings: nothing is imported at start-up
+    import importlib.abc
+    import importlib.machinery
+    import types
+    from collections.abc import Sequence
+
 # module name -> what to do once it has been executed
 _WATCHED = {
     "specify_cli.status.adapters": "seams",
@@ -25,36 +32,41 @@ _WATCHED = {
 _OFF_VALUES = ("", "0", "false", "no", "off")
 
 
-def disabled():
+def disabled() -> bool:
     return os.environ.get("KITTY_SYNC_DISABLE", "").strip().lower() not in _OFF_VALUES
 
 
 class _Loader:
     """Runs the real loader, then tells kitty_sync.spec_kitty the module is ready."""
 
-    def __init__(self, loader, kind):
+    def __init__(self, loader: "importlib.abc.Loader", kind: str) -> None:
         self._loader = loader
         self._kind = kind
 
-    def create_module(self, spec):
+    def create_module(self, spec: "importlib.machinery.ModuleSpec") -> "types.ModuleType | None":
         return self._loader.create_module(spec)
 
-    def exec_module(self, module):
+    def exec_module(self, module: "types.ModuleType") -> None:
         self._loader.exec_module(module)
         try:
             from kitty_sync import spec_kitty
 
             spec_kitty.module_loaded(self._kind, module)
         except Exception as e:  # the CLI must start whatever happens here
-            sys.stderr.write("kitty-sync: warning: cannot attach to %s: %r\n" % (module.__name__, e))
+            sys.stderr.write(f"kitty-sync: warning: cannot attach to {module.__name__}: {e!r}\n")
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> object:
         # get_code, get_source, is_package, get_resource_reader, ...
         return getattr(self._loader, name)
 
 
 class _Finder:
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(
+        self,
+        fullname: str,
+        path: "Sequence[str] | None" = None,
+        target: "types.ModuleType | None" = None,
+    ) -> "importlib.machinery.ModuleSpec | None":
         kind = _WATCHED.get(fullname)
         if kind is None:
             return None
@@ -68,10 +80,10 @@ class _Finder:
             return None
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        spec.loader = _Loader(spec.loader, kind)
+        spec.loader = _Loader(spec.loader, kind)  # type: ignore[assignment]
         return spec
 
-    def invalidate_caches(self):
+    def invalidate_caches(self) -> None:
         pass
 
 
@@ -80,25 +92,25 @@ class _Finder:
 # load the transport only when an event arrives.
 
 
-def on_status(**kwargs):
+def on_status(**kwargs: object) -> None:
     from kitty_sync import spec_kitty
 
     spec_kitty.guarded(spec_kitty.on_status, kwargs)
 
 
-def on_lifecycle(**kwargs):
+def on_lifecycle(**kwargs: object) -> None:
     from kitty_sync import spec_kitty
 
     spec_kitty.guarded(spec_kitty.on_lifecycle, kwargs)
 
 
-def on_resolved_binding(**kwargs):
+def on_resolved_binding(**kwargs: object) -> None:
     from kitty_sync import spec_kitty
 
     spec_kitty.guarded(spec_kitty.on_resolved_binding, kwargs)
 
 
-def install():
+def install() -> None:
     """Puts the finder first on sys.meta_path (once)."""
     if disabled():
         return

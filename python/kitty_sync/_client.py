@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _fallback, _home, _wire
-from ._errors import InvalidEvent, NotDurable, QueueFull
+from ._errors import InvalidEvent, QueueFull
 from ._ulid import is_ulid, new_ulid
 
 # As the Rust client: the daemon gets 600 ms, the whole emit aims at under 1 s.
@@ -183,17 +183,23 @@ class Client:
 
 def _as_object(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise InvalidEvent(f"the {what} must be a mapping, not {type(value).__name__}", field="event", rule="must be a JSON object")
+        raise InvalidEvent(
+            f"the {what} must be a mapping, not {type(value).__name__}", field="event", rule="must be a JSON object"
+        )
     for key in value:
         if not isinstance(key, str):
-            raise InvalidEvent(f"the {what} has a key that is not a string: {key!r}", field="event", rule="keys must be strings")
+            raise InvalidEvent(
+                f"the {what} has a key that is not a string: {key!r}", field="event", rule="keys must be strings"
+            )
     return dict(value)
 
 
 def _check_draft(obj: Mapping[str, Any]) -> None:
     event_type = obj.get("event_type")
     if not isinstance(event_type, str) or not event_type:
-        raise InvalidEvent("event_type must be a non-empty string", field="event_type", rule="must be a non-empty string")
+        raise InvalidEvent(
+            "event_type must be a non-empty string", field="event_type", rule="must be a non-empty string"
+        )
     payload = obj.get("payload")
     if payload is None:
         raise InvalidEvent("payload is required", field="payload", rule="is required")
@@ -210,7 +216,9 @@ def _to_json(obj: Mapping[str, Any]) -> str:
     try:
         text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as e:
-        raise InvalidEvent(f"the event is not JSON: {e}", field="event", rule="must be JSON", code="invalid_json") from None
+        raise InvalidEvent(
+            f"the event is not JSON: {e}", field="event", rule="must be JSON", code="invalid_json"
+        ) from None
     size = len(text.encode("utf-8"))
     if size > MAX_BODY_BYTES:
         raise InvalidEvent(
@@ -268,5 +276,3 @@ def _accepted(body: bytes) -> Emitted | None:
     if not is_ulid(event_id) or not isinstance(lamport, int) or isinstance(lamport, bool) or lamport < 0:
         return None
     return Emitted(event_id, lamport, "daemon", bool(duplicate))
-
-

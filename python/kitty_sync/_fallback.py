@@ -5,7 +5,7 @@ still owns the clock). Re-implementing the clock rules in Python would make a
 second owner of the Lamport clock; the binary is the same code the daemon uses.
 
 Only when the binary is missing or fails does Python write the spool entry
-itself (`<home>/spool/<event_id>.json`, the format the daemon imports), so the
+itself (`<home>/spool/<ULID>.json`, the format the daemon imports), so the
 event is still not lost.
 """
 
@@ -54,7 +54,7 @@ def find_binary(explicit: str | None = None) -> str | None:
 
 
 class BinaryResult:
-    __slots__ = ("event_id", "lamport_clock", "path", "duplicate", "warning")
+    __slots__ = ("duplicate", "event_id", "lamport_clock", "path", "warning")
 
     def __init__(self, event_id: str, lamport_clock: int | None, path: str, duplicate: bool, warning: str) -> None:
         self.event_id = event_id
@@ -82,8 +82,7 @@ def with_binary(
         done = subprocess.run(
             [binary, "emit", "--envelope", "-", "--json", "--skip-daemon", why],
             input=event_text.encode("utf-8"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             env=env,
             timeout=_BINARY_GRACE,
             check=False,
@@ -134,8 +133,12 @@ def _invalid_from_stderr(stderr: str) -> InvalidEvent:
 
 
 def spool(home: str, event_id: str, event_text: str) -> str:
-    """Writes `<home>/spool/<event_id>.json` atomically (0600, no symlinks
-    followed), in the format the daemon imports; returns its path."""
+    """Writes a spool entry in the format the daemon imports and returns its
+    path: `<home>/spool/<fresh ULID>.json` (the name never comes from the
+    event), 0600, written under a temporary name and published with a hard
+    link, so it never replaces another entry and never follows a symlink."""
+    from ._ulid import new_ulid
+
     spool_dir = os.path.join(home, "spool")
     for d in (home, spool_dir):
         try:
@@ -144,7 +147,7 @@ def spool(home: str, event_id: str, event_text: str) -> str:
             pass
     made_at = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     entry = '{"made_at":' + json.dumps(made_at) + ',"event":' + event_text + "}"
-    final = os.path.join(spool_dir, f"{event_id}.json")
+    # `.<name>.tmp`: what the daemon's intake treats as a write in progress.
     tmp = os.path.join(spool_dir, f".{event_id}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o600)
@@ -153,13 +156,18 @@ def spool(home: str, event_id: str, event_text: str) -> str:
             f.write(entry.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
+        while True:
+            final = os.path.join(spool_dir, f"{new_ulid()}.json")
+            try:
+                os.link(tmp, final)
+                break
+            except FileExistsError:
+                continue
+    finally:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise
     try:
         dfd = os.open(spool_dir, os.O_RDONLY)
         try:

@@ -44,7 +44,7 @@ class Unreachable(Exception):
 
 
 class Answer:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
@@ -81,7 +81,7 @@ def call(
         sock.settimeout(max(timeout, 0.001))
         try:
             sock.connect(path)
-        except socket.timeout:
+        except TimeoutError:
             raise Unreachable(f"the daemon at {path} did not accept within {timeout:.1f}s", running=True) from None
         except OSError as e:
             if e.errno in _NOT_LISTENING or isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
@@ -99,8 +99,7 @@ def call(
             )
         payload = body or b""
         head = (
-            f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-            f"Content-Length: {len(payload)}\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {len(payload)}\r\n"
         )
         if body is not None:
             head += "Content-Type: application/json\r\n"
@@ -108,7 +107,7 @@ def call(
         try:
             _send_all(sock, head.encode("ascii") + payload, deadline)
             return _read_answer(sock, deadline)
-        except socket.timeout:
+        except TimeoutError:
             raise Unreachable(f"the daemon at {path} did not answer within {timeout:.1f}s", running=True) from None
         except OSError as e:
             raise Unreachable(f"the connection to {path} failed: {e}", running=True) from None
@@ -119,7 +118,7 @@ def call(
 def _remaining(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise socket.timeout("deadline passed")
+        raise TimeoutError("deadline passed")
     return left
 
 

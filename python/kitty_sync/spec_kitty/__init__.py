@@ -49,11 +49,10 @@ def module_loaded(kind: str, module: Any) -> None:
         _register_seams(module)
     elif kind == "emitter":
         _wrap_emitter(module)
-    elif kind == "events":
+    elif kind == "events" and hasattr(module, "get_emitter") and not hasattr(module, "sync_active"):
         # 3.x builds its emitter without side effects; only 2.x starts its own
         # sync runtime and queue from get_emitter (and has no sync_active()).
-        if hasattr(module, "get_emitter") and not hasattr(module, "sync_active"):
-            module.get_emitter = _emitter.legacy_get_emitter(module)
+        module.get_emitter = _emitter.legacy_get_emitter(module)
 
 
 def _register_seams(adapters: Any) -> None:

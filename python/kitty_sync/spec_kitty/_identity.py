@@ -38,7 +38,6 @@ def project_of(repo_root: Path | None) -> tuple[str | None, str | None]:
 
 
 def _load(repo_root: Path) -> tuple[str | None, str | None]:
-    load_identity = None
     try:
         from specify_cli.identity.project import load_identity  # 3.x, 4.x
     except ImportError:
