@@ -61,6 +61,12 @@ class _Loader:
 
 
 class _Finder:
+    def __init__(self) -> None:
+        # Names being looked up right now: another finder that also asks the
+        # rest of sys.meta_path (an observer, wrapt's post-import hooks) asks
+        # us back, and must get None instead of an endless recursion.
+        self._busy: set[str] = set()
+
     def find_spec(
         self,
         fullname: str,
@@ -68,16 +74,20 @@ class _Finder:
         target: "types.ModuleType | None" = None,
     ) -> "importlib.machinery.ModuleSpec | None":
         kind = _WATCHED.get(fullname)
-        if kind is None:
+        if kind is None or fullname in self._busy:
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
+        self._busy.add(fullname)
+        try:
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            self._busy.discard(fullname)
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         spec.loader = _Loader(spec.loader, kind)  # type: ignore[assignment]

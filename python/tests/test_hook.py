@@ -129,6 +129,30 @@ class Hook(HomeCase):
         self.assertEqual([r["event_type"] for r in rows], ["WPStatusChanged"])
         self.assertEqual(rows[0]["envelope"]["payload"]["mission_slug"], "m-1")
 
+    def test_another_post_import_hook_like_ours(self) -> None:
+        # A finder that, like ours and like wrapt's post-import hooks, asks the
+        # rest of sys.meta_path for the real module; it has no guard of its own.
+        self.fake_cli({"specify_cli/__init__.py": "", "specify_cli/status/__init__.py": "", "specify_cli/status/adapters.py": ADAPTERS})
+        r = self.run_py(
+            """
+            class Other:
+                def find_spec(self, name, path=None, target=None):
+                    if name != "specify_cli.status.adapters":
+                        return None
+                    for f in sys.meta_path:
+                        if f is not self and hasattr(f, "find_spec"):
+                            spec = f.find_spec(name, path, target)
+                            if spec is not None:
+                                return spec
+                    return None
+            sys.meta_path.insert(0, Other())
+            from specify_cli.status import adapters
+            print([h.__qualname__ for h in adapters._saas])
+            """
+        )
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertEqual(r.stdout.strip(), "['on_status']")
+
     def test_disabled(self) -> None:
         self.fake_cli(
             {
