@@ -182,7 +182,13 @@ impl std::fmt::Display for Output {
 }
 
 /// Runs `cmd` with `stdin` as its input, kills it after [`HANG_GUARD`].
-pub fn run_with_guard(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+pub fn run_with_guard(cmd: Command, stdin: Option<&[u8]>) -> Output {
+    run_with_timeout(cmd, stdin, HANG_GUARD)
+}
+
+/// Runs `cmd` with `stdin` as its input, kills it after `timeout` (for
+/// programs slower than ours, such as the spec-kitty CLI).
+pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -210,8 +216,8 @@ pub fn run_with_guard(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
         let _ = err_pipe.read_to_end(&mut s);
         s
     });
-    let status = wait_with_guard(&mut child, HANG_GUARD)
-        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {HANG_GUARD:?}; killed it"));
+    let status = wait_with_guard(&mut child, timeout)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}; killed it"));
     Output {
         status,
         stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
