@@ -267,7 +267,7 @@ fn other_aggregate(
         Violation::new(
             key,
             format!(
-                "is required: {type_name} is not one of the 028 event types ({}), \
+                "is required: event_type {type_name} is not one of the 028 types ({}), \
                  and a draft of another type names its aggregate_type and aggregate_id",
                 EventType::names()
             ),
