@@ -470,6 +470,14 @@ impl Uplink {
                     .filter(|(_, v)| matches!(v, Verdict::Accepted | Verdict::Duplicate))
                     .count();
                 let complete = verdicts.len() == rows.len();
+                if let Some(ws) = &mut self.ws {
+                    ws.settled(
+                        verdicts
+                            .iter()
+                            .filter(|(_, v)| matches!(v, Verdict::Accepted | Verdict::Duplicate))
+                            .map(|(id, _)| id.as_str()),
+                    );
+                }
                 self.verdicts.extend(verdicts);
                 self.unreachable = false;
                 if progress == 0 {
@@ -675,8 +683,12 @@ impl Uplink {
                     }
                     Inbound::Event(Some(remote)) => self.ctx.writer.receive(remote).await,
                     Inbound::Verdict(id, v) => {
-                        self.server_acks = true;
-                        self.verdicts.push((id, v));
+                        if self.ws.as_mut().is_some_and(|ws| ws.answer(&id)) {
+                            self.server_acks = true;
+                            self.verdicts.push((id, v));
+                        } else {
+                            tracing::debug!(event_id = %id, "ignored a verdict on an event not in flight on this WebSocket");
+                        }
                     }
                     Inbound::Event(None) | Inbound::Snapshot | Inbound::Other => {}
                 },
