@@ -116,6 +116,12 @@ pub async fn post(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(msg) = super::redirect::refused("the batch POST", status, res.headers()) {
+        return Err(BatchError::Failed {
+            message: msg,
+            connect: false,
+        });
+    }
     let reply = read_limited(res).await?;
     match status {
         StatusCode::OK => {}

@@ -21,6 +21,7 @@ mod auth;
 mod backoff;
 mod batch;
 mod envelope;
+mod redirect;
 mod status;
 mod target;
 mod ws;
@@ -129,6 +130,8 @@ impl Uplink {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
+            // See redirect.rs: a 3xx is an error, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kitty-syncd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
