@@ -2,7 +2,7 @@
 //!
 //! - The peer's uid (SO_PEERCRED, from the kernel) is checked as the
 //!   connection is accepted, before a byte of it is read: another user gets a
-//!   fixed 403 and is closed, and never reaches the HTTP parser.
+//!   fixed 403 and is closed, and never reaches the HTTP parser or the router.
 //! - At most [`MAX_CONNECTIONS`] are served at once. Past that, new ones wait
 //!   in the kernel's backlog, costing this process no descriptor, until one
 //!   ends: held connections cannot use up the descriptors the queue, the
@@ -189,8 +189,10 @@ fn log_end(done: Result<(), hyper::Error>) {
     }
 }
 
-/// Answers another user's connection with a fixed 403 without parsing
-/// anything it sent, then closes it.
+/// Answers another user's connection with a fixed 403, then closes it. What
+/// it sent is never parsed; the request head is only read up to its end
+/// first, because an HTTP client that gets an answer before it has written
+/// its request may take it for garbage instead of the refusal.
 async fn refuse(mut stream: UnixStream, _permit: OwnedSemaphorePermit) {
     let body = ErrorBody {
         error: "forbidden".into(),
@@ -207,15 +209,22 @@ async fn refuse(mut stream: UnixStream, _permit: OwnedSemaphorePermit) {
         body.len()
     );
     let _ = tokio::time::timeout(REFUSE_TIME, async {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while seen.len() < 16 * 1024 && !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => seen.extend_from_slice(&buf[..n]),
+            }
+        }
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
         stream.shutdown().await?;
-        // Read (and drop) what the peer sends, so that its request write
-        // does not fail before it reads the answer.
-        let mut sink = [0u8; 4096];
+        // Read (and drop) the rest, so that the peer's write of a body does
+        // not fail before it reads the answer.
         let mut left: usize = 64 * 1024;
         while left > 0 {
-            match stream.read(&mut sink).await? {
+            match stream.read(&mut buf).await? {
                 0 => break,
                 n => left = left.saturating_sub(n),
             }
