@@ -248,6 +248,19 @@ impl Signals {
 }
 
 fn report_recovery(home: &Home, r: &Recovery) {
+    if let Some(raw) = &r.refused_mark {
+        tracing::warn!(
+            "queue.db's stored high-water mark {raw:?} is no value from 0 to 2^53 - 1; \
+             refused it and resumed the clock at {} from clock.json and the queue",
+            r.value
+        );
+    }
+    if r.queue_beyond > 0 {
+        tracing::warn!(
+            "{} queued event(s) carry a lamport_clock beyond 2^53 - 1; left out of the clock",
+            r.queue_beyond
+        );
+    }
     match &r.clock_file {
         ClockFile::Corrupt(why) => {
             let keep = home.clock_json().with_extension("json.corrupt");

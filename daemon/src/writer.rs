@@ -163,6 +163,18 @@ pub fn spawn(
             if jobs.is_empty() && !ledger.unpersisted() {
                 continue;
             }
+            // The ledger checks this too; here a lost lock is told apart from
+            // other failures, so the idle check can report it over when it is.
+            if let Err(e) = ledger.assert_ownership().await {
+                tracing::error!("{e}");
+                health_tx.send_modify(|h| h.failed(e.to_string()));
+                lost_lock = true;
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(CommitError::Storage(e.to_string())));
+                }
+                jobs.clear();
+                continue;
+            }
             let current: Arc<_> = settings.borrow().clone();
             ledger.set_max_queue_size(current.config.max_queue_size);
             let results = ledger.commit(&jobs, current.team_slug()).await;
