@@ -206,7 +206,8 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     if !activated {
         let _ = std::fs::remove_file(&socket);
     }
-    let _ = instance_guard.await;
+    // Only now may another daemon start.
+    drop(instance_guard.await);
     tracing::info!(clock = last, "stopped");
     Ok(())
 }
@@ -290,15 +291,18 @@ fn report_recovery(home: &Home, r: &Recovery) {
 /// How often the daemon checks that `kitty-syncd.lock` still names its file.
 const INSTANCE_CHECK: Duration = Duration::from_secs(1);
 
-/// Holds the instance lock until shutdown, taking the path back when someone
-/// removes or replaces the file, so that a second daemon started meanwhile is
-/// refused as it should be.
-async fn guard_instance(mut instance: lock::Held, mut shutdown: watch::Receiver<bool>) {
+/// Holds the instance lock, taking the path back when someone removes or
+/// replaces the file, so that a second daemon started meanwhile is refused as
+/// it should be. Hands the lock back at shutdown: it is held to the very end.
+async fn guard_instance(
+    mut instance: lock::Held,
+    mut shutdown: watch::Receiver<bool>,
+) -> lock::Held {
     let mut lost = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(INSTANCE_CHECK) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return instance,
         }
         let path = instance.path().display().to_string();
         match instance.reassert() {
