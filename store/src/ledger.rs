@@ -85,8 +85,9 @@ pub struct Ledger {
     owner: lock::Held,
     stamper: Stamper,
     max_queue_size: u64,
-    /// The high-water mark as stored in queue.db.
-    persisted: u64,
+    /// The high-water mark as stored in queue.db; `None` when what is stored
+    /// is no value in the range (it is rewritten with the next commit).
+    persisted: Option<u64>,
     /// The largest queue row id accounted for: rows above it are new to us.
     seen_id: i64,
     clock_json: clockfile::Watched,
@@ -151,12 +152,7 @@ impl Ledger {
                 ulids: ulid::Generator::new(),
             },
             max_queue_size,
-            // A refused mark is rewritten with the next commit.
-            persisted: if refused_mark.is_some() {
-                u64::MAX
-            } else {
-                high_water_mark
-            },
+            persisted: refused_mark.is_none().then_some(high_water_mark),
             seen_id: marks.max_id,
             clock_json: clockfile::Watched::new(home.clock_json(), node_id, seen),
             refused_mark,
@@ -189,7 +185,7 @@ impl Ledger {
 
     /// Whether the clock moved since the high-water mark was last stored.
     pub fn unpersisted(&self) -> bool {
-        self.stamper.clock != self.persisted
+        self.persisted != Some(self.stamper.clock)
     }
 
     pub fn set_max_queue_size(&mut self, max: u64) {
@@ -299,8 +295,8 @@ impl Ledger {
         } else {
             0
         };
-        let others_mark = match queue::parse_mark(marks.high_water_mark.as_deref()) {
-            Ok(v) => v,
+        self.persisted = match queue::parse_mark(marks.high_water_mark.as_deref()) {
+            Ok(v) => Some(v),
             Err(raw) => {
                 if self.refused_mark.as_ref() != Some(&raw) {
                     tracing::warn!(
@@ -309,16 +305,11 @@ impl Ledger {
                     );
                     self.refused_mark = Some(raw);
                 }
-                0
+                None
             }
         };
-        self.persisted = if self.refused_mark.is_some() && others_mark == 0 {
-            u64::MAX
-        } else {
-            others_mark
-        };
         notice_clock_json(&mut self.clock_json, &mut self.stamper);
-        let theirs = others_rows.max(others_mark);
+        let theirs = others_rows.max(self.persisted.unwrap_or(0));
         if theirs > self.stamper.clock {
             tracing::info!(
                 from = self.stamper.clock,
@@ -380,13 +371,13 @@ impl Ledger {
             results.push(Ok(accepted));
         }
         let last_id = insert(&mut tx, &rows).await?;
-        if self.stamper.clock != self.persisted {
+        if self.persisted != Some(self.stamper.clock) {
             queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
         }
         tx.commit()
             .await
             .map_err(StoreError::db("cannot commit to queue.db"))?;
-        self.persisted = self.stamper.clock;
+        self.persisted = Some(self.stamper.clock);
         self.refused_mark = None;
         self.seen_id = marks.max_id.max(last_id.unwrap_or(0));
         Ok(results)
