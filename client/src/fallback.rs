@@ -55,14 +55,15 @@ pub async fn queue(
     let held = lock::lock_within(&home.clock_lock(), patience).map_err(|e| {
         EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
     })?;
-    let Some(_held) = held else {
+    let Some(held) = held else {
         return spool(home, event, &submission, None);
     };
     // A broken config.toml stops the daemon from starting, but must not cost
     // the caller its event: queue it under the default cap.
     let config = kitty_store::config::load(&home.config_toml()).unwrap_or_default();
     let team = kitty_store::credentials::read(&home.credentials());
-    let (mut ledger, _) = match Ledger::open(home, config.max_queue_size, BUSY_PATIENCE).await {
+    let (mut ledger, _) = match Ledger::open(home, held, config.max_queue_size, BUSY_PATIENCE).await
+    {
         Ok(l) => l,
         Err(e) => return spool(home, event, &submission, Some(e.to_string())),
     };
@@ -84,6 +85,7 @@ pub async fn queue(
     match result {
         Ok(mut accepted) => Ok(Fallback::Direct(accepted.remove(0))),
         Err(e @ CommitError::QueueFull { .. }) => Err(EmitError::QueueFull(e.to_string())),
+        Err(e @ CommitError::ClockExhausted { .. }) => Err(EmitError::Failed(e.to_string())),
         // queue.db is busy or broken: the spool keeps the event for the daemon.
         Err(CommitError::Storage(e)) => spool(home, event, &job.events[0], Some(e)),
     }

@@ -165,6 +165,16 @@ pub fn render(s: &Status) -> String {
             format!("{} events waiting for the daemon", s.spooled),
         ));
     }
+    if let Some(e) = s.writer.last_error.as_ref().filter(|_| !s.writer.ok) {
+        rows.push((
+            "commits",
+            format!(
+                "FAILING since {} ({} in a row): {e}",
+                s.writer.failing_since.as_deref().unwrap_or("?"),
+                s.writer.consecutive_failures
+            ),
+        ));
+    }
     rows.push((
         "clock",
         format!("{} (node {})", s.clock.value, s.clock.node_id),

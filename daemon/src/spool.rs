@@ -55,7 +55,11 @@ pub async fn drain(home: &Home, writer: &WriterHandle) -> usize {
                 }
             }
             // Full or failing: leave it for the next pass; nothing is lost.
-            Err(e @ CommitError::QueueFull { .. }) | Err(e @ CommitError::Storage(_)) => {
+            Err(
+                e @ (CommitError::QueueFull { .. }
+                | CommitError::ClockExhausted { .. }
+                | CommitError::Storage(_)),
+            ) => {
                 tracing::warn!("spooled events wait: {e}");
                 break;
             }

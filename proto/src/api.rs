@@ -50,6 +50,9 @@ pub struct Health {
     pub ok: bool,
     pub pid: u32,
     pub version: String,
+    /// Why the daemon is not healthy (503), e.g. its last commit failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/queue?limit=N`: the oldest queued events first.
@@ -102,6 +105,34 @@ pub struct Status {
     /// Delivery to the server.
     #[serde(default)]
     pub uplink: UplinkStatus,
+    /// How the daemon's commits to queue.db go.
+    #[serde(default)]
+    pub writer: WriterStatus,
+}
+
+/// The daemon's writer: whether its commits succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterStatus {
+    /// False while the last commit failed and none has succeeded since.
+    pub ok: bool,
+    pub last_error: Option<String>,
+    /// When the current run of failures began (RFC 3339).
+    pub failing_since: Option<String>,
+    pub consecutive_failures: u64,
+    /// The last commit that succeeded (RFC 3339).
+    pub last_commit_at: Option<String>,
+}
+
+impl Default for WriterStatus {
+    fn default() -> Self {
+        Self {
+            ok: true,
+            last_error: None,
+            failing_since: None,
+            consecutive_failures: 0,
+            last_commit_at: None,
+        }
+    }
 }
 
 /// What the uplink is doing; `state` is also `Status::connection`.

@@ -117,6 +117,30 @@ pub fn new_ulid() -> String {
     ulid::Ulid::generate().to_string()
 }
 
+/// Whether `unshare` can give a process a private mount namespace in which it
+/// may mount a tmpfs (unprivileged user namespaces).
+pub fn private_mounts_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "mount",
+                "-t",
+                "tmpfs",
+                "kitty-test",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -182,7 +206,12 @@ impl std::fmt::Display for Output {
 }
 
 /// Runs `cmd` with `stdin` as its input, kills it after [`HANG_GUARD`].
-pub fn run_with_guard(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+pub fn run_with_guard(cmd: Command, stdin: Option<&[u8]>) -> Output {
+    run_with_timeout(cmd, stdin, HANG_GUARD)
+}
+
+/// [`run_with_guard`] with a guard of `timeout`.
+pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -210,8 +239,8 @@ pub fn run_with_guard(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
         let _ = err_pipe.read_to_end(&mut s);
         s
     });
-    let status = wait_with_guard(&mut child, HANG_GUARD)
-        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {HANG_GUARD:?}; killed it"));
+    let status = wait_with_guard(&mut child, timeout)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}; killed it"));
     Output {
         status,
         stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
@@ -351,7 +380,7 @@ impl TestHome {
             .and_then(|v| v.get("value").and_then(Value::as_u64))
     }
 
-    /// Waits (≤ 5 s: the checkpoint is written at most once a second) until
+    /// Waits (≤ 5 s; the daemon rewrites it after every commit) until
     /// clock.json holds a value ≥ `at_least`; returns it.
     pub fn wait_clock_at_least(&self, at_least: u64) -> u64 {
         eventually(
@@ -464,9 +493,6 @@ impl TestHome {
         env: &[(&str, &str)],
         tweak: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let n = self.daemons_started.fetch_add(1, Ordering::SeqCst);
-        let log = self.root().join(format!("daemon-{n}.log"));
-        let file = fs::File::create(&log).expect("daemon log");
         let mut cmd = self.command(&daemon_bin());
         for (k, v) in env {
             if v.is_empty() {
@@ -475,11 +501,51 @@ impl TestHome {
                 cmd.env(k, v);
             }
         }
-        cmd.arg("run")
-            .stdin(Stdio::null())
+        cmd.arg("run");
+        tweak(&mut cmd);
+        self.spawn_daemon_cmd(cmd)
+    }
+
+    /// Starts `kitty-syncd run` with its home on a file system of its own,
+    /// `size` bytes large: a tmpfs mounted over the home (holding a copy of
+    /// what it held) in a private mount namespace (`unshare`), so that filling
+    /// it is a real "no space left on device". We see its files only through
+    /// [`Daemon::view`]; put the socket outside the home
+    /// ([`Self::set_socket_override`]) to talk to it as usual.
+    ///
+    /// `None` where unprivileged user namespaces are not available.
+    pub fn spawn_daemon_on_tmpfs(&self, size: u64) -> Option<Daemon> {
+        if !private_mounts_work() {
+            return None;
+        }
+        let n = self.daemons_started.load(Ordering::SeqCst);
+        let seed = self.root().join(format!("tmpfs-seed-{n}"));
+        fs::create_dir(&seed).expect("seed dir");
+        for entry in fs::read_dir(&self.home).expect("read home").flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                fs::copy(entry.path(), seed.join(entry.file_name())).expect("seed the tmpfs");
+            }
+        }
+        let mut cmd = self.command(Path::new("unshare"));
+        cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(
+                r#"mount -t tmpfs -o "size=$1,mode=0700" kitty-test "$2" && cp -a "$3"/. "$2"/ && exec "$4" run"#,
+            )
+            .arg("sh")
+            .arg(size.to_string())
+            .arg(&self.home)
+            .arg(&seed)
+            .arg(daemon_bin());
+        Some(self.spawn_daemon_cmd(cmd))
+    }
+
+    fn spawn_daemon_cmd(&self, mut cmd: Command) -> Daemon {
+        let n = self.daemons_started.fetch_add(1, Ordering::SeqCst);
+        let log = self.root().join(format!("daemon-{n}.log"));
+        let file = fs::File::create(&log).expect("daemon log");
+        cmd.stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
-        tweak(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn kitty-syncd run: {e}"));
@@ -519,6 +585,13 @@ pub struct Daemon {
 impl Daemon {
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// `path` as the daemon sees it, through `/proc/<pid>/root`: a daemon
+    /// started by [`TestHome::spawn_daemon_on_tmpfs`] has mounts of its own.
+    /// (Not for SQLite, which resolves the link back to our own view.)
+    pub fn view(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid)).join(path.strip_prefix("/").unwrap_or(path))
     }
 
     pub fn api(&self) -> Api {
