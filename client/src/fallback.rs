@@ -27,8 +27,12 @@ const BUSY_PATIENCE: Duration = Duration::from_millis(250);
 
 pub enum Fallback {
     Direct(Accepted),
-    /// Spooled, with the reason it could not be queued directly when there was one.
-    Spooled(Option<String>),
+    /// Spooled under this event_id, with the reason it could not be queued
+    /// directly when there was one.
+    Spooled {
+        event_id: String,
+        direct_failed: Option<String>,
+    },
 }
 
 /// Queues the event directly or spools it, finishing by `deadline` as far as
@@ -41,6 +45,10 @@ pub async fn queue(
 ) -> Result<Fallback, EmitError> {
     kitty_store::fsutil::ensure_private_dir(home.dir())
         .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
+    // The daemon's own rule: a home another user owns or can write is not a
+    // place to leave an event (no daemon would run there to deliver it).
+    kitty_store::fsutil::check_private_dir(home.dir())
+        .map_err(|e| EmitError::Forbidden(format!("refusing to queue the event: {e}")))?;
     let left = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(COMMIT_RESERVE);
@@ -56,7 +64,7 @@ pub async fn queue(
         EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
     })?;
     let Some(_held) = held else {
-        return spool(home, event, &submission, None);
+        return spool(home, event, None);
     };
     // A broken config.toml stops the daemon from starting, but must not cost
     // the caller its event: queue it under the default cap.
@@ -64,7 +72,7 @@ pub async fn queue(
     let team = kitty_store::credentials::read(&home.credentials());
     let (mut ledger, _) = match Ledger::open(home, config.max_queue_size, BUSY_PATIENCE).await {
         Ok(l) => l,
-        Err(e) => return spool(home, event, &submission, Some(e.to_string())),
+        Err(e) => return spool(home, event, Some(e.to_string())),
     };
     let job = Job {
         events: vec![submission],
@@ -85,18 +93,18 @@ pub async fn queue(
         Ok(mut accepted) => Ok(Fallback::Direct(accepted.remove(0))),
         Err(e @ CommitError::QueueFull { .. }) => Err(EmitError::QueueFull(e.to_string())),
         // queue.db is busy or broken: the spool keeps the event for the daemon.
-        Err(CommitError::Storage(e)) => spool(home, event, &job.events[0], Some(e)),
+        Err(CommitError::Storage(e)) => spool(home, event, Some(e)),
     }
 }
 
-fn spool(
-    home: &Home,
-    event: &RawValue,
-    submission: &Submission,
-    why: Option<String>,
-) -> Result<Fallback, EmitError> {
-    let id = submission.event_id().unwrap_or_default();
-    kitty_store::spool::write(home, id, event, Utc::now())
-        .map_err(|e| EmitError::Failed(format!("cannot spool the event: {e}")))?;
-    Ok(Fallback::Spooled(why))
+fn spool(home: &Home, event: &RawValue, why: Option<String>) -> Result<Fallback, EmitError> {
+    use kitty_store::spool::SpoolError;
+    match kitty_store::spool::write(home, event, Utc::now()) {
+        Ok(s) => Ok(Fallback::Spooled {
+            event_id: s.event_id,
+            direct_failed: why,
+        }),
+        Err(SpoolError::Invalid(v)) => Err(EmitError::Invalid(Box::new(crate::invalid_event(&v)))),
+        Err(e @ SpoolError::Io { .. }) => Err(EmitError::Failed(e.to_string())),
+    }
 }

@@ -154,15 +154,27 @@ impl Client {
                 None,
             )))
         })?;
-        let submission = parse_one(raw).map_err(|v| {
-            EmitError::Invalid(Box::new(ErrorBody {
-                field: Some(v.field.clone()),
-                rule: Some(v.rule.clone()),
-                ..error_body("invalid_event", v.to_string(), None)
-            }))
-        })?;
-        let event_id = submission.event_id().unwrap_or_default().to_owned();
-        match fallback::queue(&self.home, raw, submission, deadline).await? {
+        // The daemon's own limit: what it would refuse is not queued behind its back.
+        if text.len() > kitty_proto::MAX_BODY_BYTES {
+            return Err(EmitError::Invalid(Box::new(error_body(
+                "payload_too_large",
+                format!(
+                    "the event is {} bytes; the limit is {}",
+                    text.len(),
+                    kitty_proto::MAX_BODY_BYTES
+                ),
+                None,
+            ))));
+        }
+        let submission =
+            parse_one(raw).map_err(|v| EmitError::Invalid(Box::new(invalid_event(&v))))?;
+        let queued = fallback::queue(&self.home, raw, submission, deadline)
+            .await
+            .map_err(|e| match e {
+                EmitError::Forbidden(m) => EmitError::Forbidden(format!("{why}; {m}")),
+                e => e,
+            })?;
+        match queued {
             fallback::Fallback::Direct(a) => {
                 eprintln!(
                     "kitty-sync: warning: {why}; queued {} directly in queue.db",
@@ -175,7 +187,10 @@ impl Client {
                     duplicate: a.duplicate,
                 })
             }
-            fallback::Fallback::Spooled(direct_failed) => {
+            fallback::Fallback::Spooled {
+                event_id,
+                direct_failed,
+            } => {
                 let also = direct_failed
                     .map(|e| format!(" (queue.db: {e})"))
                     .unwrap_or_default();
@@ -254,10 +269,21 @@ impl Client {
     }
 }
 
-/// Adds a fresh event_id to a draft that has none; anything else is left as is.
+/// Adds a fresh event_id to a draft that has none (absent or `null`);
+/// anything else is left as is. A draft that repeats a key is left as is too:
+/// rewriting it would quietly keep one of the values, and it is refused whole.
 fn with_event_id(event_json: &str) -> String {
+    if !matches!(
+        kitty_proto::unique_keys::first_duplicate_key(event_json),
+        Ok(None)
+    ) {
+        return event_json.to_owned();
+    }
     match serde_json::from_str::<Map<String, Value>>(event_json) {
-        Ok(mut obj) if !obj.contains_key("lamport_clock") && !obj.contains_key("event_id") => {
+        Ok(mut obj)
+            if !obj.contains_key("lamport_clock")
+                && obj.get("event_id").is_none_or(Value::is_null) =>
+        {
             obj.insert(
                 "event_id".into(),
                 Value::String(ulid::Ulid::generate().to_string()),
@@ -265,6 +291,15 @@ fn with_event_id(event_json: &str) -> String {
             Value::Object(obj).to_string()
         }
         _ => event_json.to_owned(),
+    }
+}
+
+/// The answer the daemon gives to an event that breaks a rule.
+pub(crate) fn invalid_event(v: &kitty_proto::Violation) -> ErrorBody {
+    ErrorBody {
+        field: Some(v.field.clone()),
+        rule: Some(v.rule.clone()),
+        ..error_body("invalid_event", v.to_string(), None)
     }
 }
 

@@ -58,10 +58,7 @@ pub fn main(json: bool) -> ExitCode {
 /// Whether a failed call means no daemon answered at all (exit 3), rather
 /// than a daemon that answered with an error.
 pub fn unreachable(e: &crate::TransportError) -> bool {
-    matches!(
-        e,
-        crate::TransportError::NotRunning(_) | crate::TransportError::Timeout(_)
-    )
+    e.no_daemon()
 }
 
 /// Says how to start the daemon and returns exit status 3, for commands that
@@ -73,6 +70,9 @@ pub fn not_running(e: &crate::TransportError) -> ExitCode {
             "kitty-sync: kitty-syncd did not answer within {d:?}; `kitty-sync status` shows its state; \
              if it is not running, start it with: {hint}"
         ),
+        crate::TransportError::ForeignPeer { .. } => {
+            eprintln!("kitty-sync: warning: {e}; start our own daemon with: {hint}")
+        }
         _ => eprintln!("kitty-sync: kitty-syncd is not running; start it with: {hint}"),
     }
     ExitCode::from(NOT_RUNNING)
@@ -163,6 +163,15 @@ pub fn render(s: &Status) -> String {
         rows.push((
             "spooled",
             format!("{} events waiting for the daemon", s.spooled),
+        ));
+    }
+    if s.spool_rejected > 0 {
+        rows.push((
+            "spool rejected",
+            format!(
+                "{} files set aside in spool/rejected/ (the daemon's log says why)",
+                s.spool_rejected
+            ),
         ));
     }
     rows.push((

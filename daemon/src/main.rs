@@ -65,7 +65,8 @@ impl ServiceArgs {
     }
 }
 
-/// sysexits.h: a configuration file is broken.
+/// sysexits.h: a configuration file is broken, or the home or socket
+/// directory is not private; a restart cannot fix either.
 const EX_CONFIG: u8 = 78;
 /// Another daemon already runs for this home. The systemd unit lists this code
 /// (and EX_CONFIG) in RestartPreventExitStatus=, so neither causes a restart loop.
@@ -121,6 +122,7 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
         Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
             fail(&e.to_string(), EX_ALREADY_RUNS)
         }
+        Err(e @ kitty_syncd::startup::StartError::UnsafeDir(_)) => fail(&e.to_string(), EX_CONFIG),
         Err(e) => fail(&e.to_string(), 1),
     }
 }

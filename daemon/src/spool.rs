@@ -1,6 +1,12 @@
 //! Queues what clients spooled while the daemon held the clock but did not
 //! answer (hung, stopped, overloaded). Checked at start and twice a second.
+//!
+//! Every file in `spool/` is imported or moved to `spool/rejected/`, each with
+//! a log line: nothing there is passed over in silence. Opening one never
+//! blocks (a FIFO is refused at once), so intake cannot stall shutdown.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kitty_proto::home::Home;
@@ -10,8 +16,9 @@ use tokio::sync::watch;
 use crate::writer::WriterHandle;
 
 pub async fn run(home: Home, writer: WriterHandle, mut shutdown: watch::Receiver<bool>) {
+    let mut intake = Intake::default();
     loop {
-        drain(&home, &writer).await;
+        intake.drain(&home, &writer).await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,
@@ -19,50 +26,74 @@ pub async fn run(home: Home, writer: WriterHandle, mut shutdown: watch::Receiver
     }
 }
 
-/// One pass over the spool; returns how many events it queued.
-pub async fn drain(home: &Home, writer: &WriterHandle) -> usize {
-    let files = match kitty_store::spool::list(home) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!("cannot list the spool: {e}");
-            return 0;
-        }
-    };
-    let mut queued = 0;
-    for path in files {
-        let job = match kitty_store::spool::read(&path) {
-            Ok(job) => job,
-            Err(why) => {
-                match kitty_store::spool::reject(home, &path) {
-                    Ok(to) => tracing::warn!(
-                        "spooled event {} is invalid ({why}); moved to {}",
-                        path.display(),
-                        to.display()
-                    ),
-                    Err(e) => tracing::warn!(
-                        "spooled event {} is invalid ({why}) and cannot be moved: {e}",
-                        path.display()
-                    ),
-                }
-                continue;
+#[derive(Default)]
+struct Intake {
+    /// Files that could be neither queued nor moved aside, already warned
+    /// about: the warning is not repeated twice a second.
+    stuck: HashSet<PathBuf>,
+}
+
+impl Intake {
+    /// One pass over the spool; returns how many events it queued.
+    async fn drain(&mut self, home: &Home, writer: &WriterHandle) -> usize {
+        let files = match kitty_store::spool::list(home) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("cannot list the spool: {e}");
+                return 0;
             }
         };
-        match writer.submit(job).await {
-            Ok(accepted) => {
-                queued += accepted.iter().filter(|a| !a.duplicate).count();
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!("queued {} but cannot remove it: {e}", path.display());
+        let mut queued = 0;
+        for path in files {
+            let job = match kitty_store::spool::read(&path) {
+                Ok(Some(job)) => job,
+                // Gone since the listing: nothing to do.
+                Ok(None) => continue,
+                Err(why) => {
+                    self.set_aside(home, path, &why);
+                    continue;
+                }
+            };
+            match writer.submit(job).await {
+                Ok(accepted) => {
+                    queued += accepted.iter().filter(|a| !a.duplicate).count();
+                    // Left behind, it is queued again next pass: its event_id
+                    // makes that a duplicate, not a second row.
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        tracing::warn!("queued {} but cannot remove it: {e}", path.display());
+                    }
+                }
+                // Full or failing: leave it for the next pass; nothing is lost.
+                Err(e @ CommitError::QueueFull { .. }) | Err(e @ CommitError::Storage(_)) => {
+                    tracing::warn!("spooled events wait: {e}");
+                    break;
                 }
             }
-            // Full or failing: leave it for the next pass; nothing is lost.
-            Err(e @ CommitError::QueueFull { .. }) | Err(e @ CommitError::Storage(_)) => {
-                tracing::warn!("spooled events wait: {e}");
-                break;
+        }
+        if queued > 0 {
+            tracing::info!(queued, "queued spooled events");
+        }
+        queued
+    }
+
+    fn set_aside(&mut self, home: &Home, path: PathBuf, why: &str) {
+        match kitty_store::spool::reject(home, &path) {
+            Ok(to) => {
+                tracing::warn!(
+                    "spool file {} cannot be queued ({why}); moved it to {}",
+                    path.display(),
+                    to.display()
+                );
+                self.stuck.remove(&path);
+            }
+            Err(e) => {
+                if self.stuck.insert(path.clone()) {
+                    tracing::error!(
+                        "spool file {} cannot be queued ({why}) and cannot be moved aside: {e}",
+                        path.display()
+                    );
+                }
             }
         }
     }
-    if queued > 0 {
-        tracing::info!(queued, "queued spooled events");
-    }
-    queued
 }

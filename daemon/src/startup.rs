@@ -26,6 +26,10 @@ const CLOCK_LOCK_PATIENCE: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error(transparent)]
     AlreadyRuns(#[from] lock::InstanceError),
+    /// The home or the socket's directory is not ours alone: another user
+    /// could plant files or a socket in it. Refused before anything is written.
+    #[error("refusing to run: {0}")]
+    UnsafeDir(#[from] kitty_store::fsutil::UnsafeDir),
     #[error("{0}")]
     Fatal(String),
 }
@@ -42,6 +46,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     // the socket serves, and the default action of SIGTERM is to die uncleanly.
     let mut signals = Signals::install()
         .map_err(|e| StartError::Fatal(format!("cannot install signal handlers: {e}")))?;
+    kitty_store::fsutil::check_private_dir(home.dir())?;
     let _instance = lock::claim_instance(&home.daemon_lock())?;
     let _clock = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
         .map_err(|e| {
@@ -82,10 +87,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
             tracing::info!("using the socket passed by the service manager");
             (l, true)
         }
-        Ok(None) => (
-            bind(&socket).map_err(StartError::fatal("cannot listen"))?,
-            false,
-        ),
+        Ok(None) => (bind(&socket)?, false),
         Err(e) => {
             return Err(StartError::Fatal(format!(
                 "cannot take the socket passed by the service manager: {e}"
@@ -257,12 +259,17 @@ impl Signals {
 fn report_recovery(home: &Home, r: &Recovery) {
     match &r.clock_file {
         ClockFile::Corrupt(why) => {
+            // Moved, not copied: a rename replaces whatever is planted at the
+            // new name (a symlink is not followed), reads nothing (the file may
+            // be huge or a FIFO), and the checkpoint written next takes its place.
             let keep = home.clock_json().with_extension("json.corrupt");
-            let _ = std::fs::copy(home.clock_json(), &keep);
+            let kept = match std::fs::rename(home.clock_json(), &keep) {
+                Ok(()) => format!("moved it to {}", keep.display()),
+                Err(e) => format!("could not move it to {}: {e}", keep.display()),
+            };
             tracing::warn!(
-                "clock.json is corrupt ({why}); kept a copy at {} and resumed the clock at {} \
+                "clock.json is corrupt ({why}); {kept}; resumed the clock at {} \
                  from queue.db (high-water mark {}, largest queued value {})",
-                keep.display(),
                 r.value,
                 r.high_water_mark,
                 r.queue_max
@@ -282,20 +289,21 @@ fn report_recovery(home: &Home, r: &Recovery) {
 }
 
 /// Binds the socket, replacing one left by a daemon that died (we hold the
-/// instance lock, so it cannot be a live daemon's), and makes it 0600.
-fn bind(path: &Path) -> Result<UnixListener, String> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+/// instance lock, so it cannot be a live daemon's), and makes it 0600. Its
+/// directory must be ours alone, or another user could put a socket of their
+/// own at the path for clients to find.
+fn bind(path: &Path) -> Result<UnixListener, StartError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     kitty_store::fsutil::ensure_private_dir(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if let Ok(meta) = std::fs::metadata(dir)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            "{} is readable by others (mode {:o}); the socket itself is 0600 and peers are checked",
-            dir.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
+        .map_err(|e| StartError::Fatal(format!("cannot create {}: {e}", dir.display())))?;
+    kitty_store::fsutil::check_private_dir(dir)?;
+    bind_in_private_dir(path).map_err(StartError::fatal("cannot listen"))
+}
+
+fn bind_in_private_dir(path: &Path) -> Result<UnixListener, String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             tracing::info!("replacing the stale socket {}", path.display());

@@ -5,9 +5,8 @@
 //!   whole life; a client takes it only to queue an event directly while no
 //!   daemon runs. The kernel drops both when the holder dies, even by `kill -9`.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,14 +22,10 @@ impl Held {
     }
 }
 
+/// Never through a planted symlink (the daemon lock is truncated and written),
+/// never blocking on a FIFO.
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+    crate::fsutil::open_lock_file(path)
 }
 
 /// Takes the lock if it is free now.
@@ -94,8 +89,9 @@ pub fn claim_instance(path: &Path) -> Result<Held, InstanceError> {
 /// The pid recorded in a daemon lock file.
 pub fn running_pid(path: &Path) -> Option<String> {
     let mut s = String::new();
-    File::open(path)
-        .ok()?
+    crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Refuse)
+        .ok()??
+        .0
         .take(64)
         .read_to_string(&mut s)
         .ok()?;
@@ -106,9 +102,9 @@ pub fn running_pid(path: &Path) -> Option<String> {
 /// Whether some process holds the lock at `path` right now (without taking it
 /// for longer than the check).
 pub fn is_held(path: &Path) -> bool {
-    match OpenOptions::new().read(true).open(path) {
-        Ok(f) => matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)),
-        Err(_) => false,
+    match crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Refuse) {
+        Ok(Some((f, _))) => matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)),
+        _ => false,
     }
 }
 
