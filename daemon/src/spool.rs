@@ -31,15 +31,22 @@ struct Intake {
     /// Files that could be neither queued nor moved aside, already warned
     /// about: the warning is not repeated twice a second.
     stuck: HashSet<PathBuf>,
+    /// The spool itself cannot be listed, and that was said.
+    unlistable: bool,
 }
 
 impl Intake {
     /// One pass over the spool; returns how many events it queued.
     async fn drain(&mut self, home: &Home, writer: &WriterHandle) -> usize {
         let files = match kitty_store::spool::list(home) {
-            Ok(f) => f,
+            Ok(f) => {
+                self.unlistable = false;
+                f
+            }
             Err(e) => {
-                tracing::warn!("cannot list the spool: {e}");
+                if !std::mem::replace(&mut self.unlistable, true) {
+                    tracing::error!("cannot list the spool: {e}");
+                }
                 return 0;
             }
         };

@@ -172,6 +172,21 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// [`ensure_private_dir`] for a directory inside `<home>` (`spool/`), which
+/// only our tools make: a symlink planted in its place is refused, not followed.
+pub fn ensure_private_subdir(dir: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_symlink() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; refusing to follow it",
+                dir.display()
+            ),
+        )),
+        _ => ensure_private_dir(dir),
+    }
+}
+
 /// Why a directory cannot be trusted with our state or our socket.
 #[derive(Debug, thiserror::Error)]
 pub enum UnsafeDir {
@@ -515,6 +530,11 @@ mod tests {
         let f = dir.path().join("f");
         fs::write(&f, "").unwrap();
         assert!(ensure_private_dir(&f).is_err());
+        let link = dir.path().join("spool");
+        symlink(&p, &link).unwrap();
+        ensure_private_dir(&link).unwrap();
+        assert!(ensure_private_subdir(&link).is_err());
+        ensure_private_subdir(&dir.path().join("spool2")).unwrap();
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn write(home: &Home, event: &RawValue, made_at: DateTime<Utc>) -> Result<Sp
         let path = path.display().to_string();
         move |source| SpoolError::Io { path, source }
     };
-    fsutil::ensure_private_dir(&dir).map_err(io(&dir))?;
+    fsutil::ensure_private_subdir(&dir).map_err(io(&dir))?;
     loop {
         let path = dir.join(format!("{}.json", ulid::Ulid::generate()));
         match fsutil::create_new_atomic(&path, &text, 0o600) {
@@ -130,7 +130,17 @@ fn is_temp(name: &str) -> bool {
 /// event first (the names are ULIDs, which sort by time). Only `rejected/`
 /// and writes still in progress are left out.
 pub fn list(home: &Home) -> std::io::Result<Vec<PathBuf>> {
-    let rd = match std::fs::read_dir(home.spool_dir()) {
+    let dir = home.spool_dir();
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_symlink()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; refusing to follow it",
+                dir.display()
+            ),
+        ));
+    }
+    let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e),
@@ -207,7 +217,7 @@ pub fn read(path: &Path) -> Result<Option<Job>, String> {
 /// same name already there is kept too: the new one gets a suffix.
 pub fn reject(home: &Home, path: &Path) -> std::io::Result<PathBuf> {
     let dir = home.spool_dir().join(REJECTED);
-    fsutil::ensure_private_dir(&dir)?;
+    fsutil::ensure_private_subdir(&dir)?;
     let name = path
         .file_name()
         .map_or_else(|| "entry".into(), |n| n.to_string_lossy().into_owned());
