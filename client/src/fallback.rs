@@ -64,7 +64,7 @@ pub async fn queue(
         EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
     })?;
     let Some(_held) = held else {
-        return spool(home, event, None);
+        return spool(home, event, &submission, None);
     };
     // A broken config.toml stops the daemon from starting, but must not cost
     // the caller its event: queue it under the default cap.
@@ -72,7 +72,7 @@ pub async fn queue(
     let team = kitty_store::credentials::read(&home.credentials());
     let (mut ledger, _) = match Ledger::open(home, config.max_queue_size, BUSY_PATIENCE).await {
         Ok(l) => l,
-        Err(e) => return spool(home, event, Some(e.to_string())),
+        Err(e) => return spool(home, event, &submission, Some(e.to_string())),
     };
     let job = Job {
         events: vec![submission],
@@ -93,13 +93,18 @@ pub async fn queue(
         Ok(mut accepted) => Ok(Fallback::Direct(accepted.remove(0))),
         Err(e @ CommitError::QueueFull { .. }) => Err(EmitError::QueueFull(e.to_string())),
         // queue.db is busy or broken: the spool keeps the event for the daemon.
-        Err(CommitError::Storage(e)) => spool(home, event, Some(e)),
+        Err(CommitError::Storage(e)) => spool(home, event, &job.events[0], Some(e)),
     }
 }
 
-fn spool(home: &Home, event: &RawValue, why: Option<String>) -> Result<Fallback, EmitError> {
+fn spool(
+    home: &Home,
+    event: &RawValue,
+    submission: &Submission,
+    why: Option<String>,
+) -> Result<Fallback, EmitError> {
     use kitty_store::spool::SpoolError;
-    match kitty_store::spool::write(home, event, Utc::now()) {
+    match kitty_store::spool::write(home, event, submission, Utc::now()) {
         Ok(s) => Ok(Fallback::Spooled {
             event_id: s.event_id,
             direct_failed: why,

@@ -159,19 +159,14 @@ pub fn render(s: &Status) -> String {
             .collect();
         rows.push(("top types", top.join(", ")));
     }
-    if s.spooled > 0 {
+    if s.spooled > 0 || s.spool_rejected > 0 {
+        let rejected = match s.spool_rejected {
+            0 => String::new(),
+            n => format!("; {n} files set aside in spool/rejected/ (the daemon's log says why)"),
+        };
         rows.push((
             "spooled",
-            format!("{} events waiting for the daemon", s.spooled),
-        ));
-    }
-    if s.spool_rejected > 0 {
-        rows.push((
-            "spool rejected",
-            format!(
-                "{} files set aside in spool/rejected/ (the daemon's log says why)",
-                s.spool_rejected
-            ),
+            format!("{} events waiting for the daemon{rejected}", s.spooled),
         ));
     }
     rows.push((

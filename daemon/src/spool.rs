@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use crate::writer::WriterHandle;
 
 pub async fn run(home: Home, writer: WriterHandle, mut shutdown: watch::Receiver<bool>) {
-    let mut intake = Intake::default();
+    let mut said = Said::default();
     loop {
-        intake.drain(&home, &writer).await;
+        drain(&home, &writer, &mut said).await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,
@@ -26,81 +26,70 @@ pub async fn run(home: Home, writer: WriterHandle, mut shutdown: watch::Receiver
     }
 }
 
+/// Problems already logged, so that a pass twice a second does not repeat them.
 #[derive(Default)]
-struct Intake {
-    /// Files that could be neither queued nor moved aside, already warned
-    /// about: the warning is not repeated twice a second.
+pub struct Said {
+    /// Files that could be neither queued nor moved aside.
     stuck: HashSet<PathBuf>,
-    /// The spool itself cannot be listed, and that was said.
+    /// The spool itself cannot be listed.
     unlistable: bool,
 }
 
-impl Intake {
-    /// One pass over the spool; returns how many events it queued.
-    async fn drain(&mut self, home: &Home, writer: &WriterHandle) -> usize {
-        let files = match kitty_store::spool::list(home) {
-            Ok(f) => {
-                self.unlistable = false;
-                f
+/// One pass over the spool; returns how many events it queued.
+pub async fn drain(home: &Home, writer: &WriterHandle, said: &mut Said) -> usize {
+    let files = match kitty_store::spool::list(home) {
+        Ok(f) => {
+            said.unlistable = false;
+            f
+        }
+        Err(e) => {
+            if !std::mem::replace(&mut said.unlistable, true) {
+                tracing::error!("cannot list the spool: {e}");
             }
-            Err(e) => {
-                if !std::mem::replace(&mut self.unlistable, true) {
-                    tracing::error!("cannot list the spool: {e}");
-                }
-                return 0;
-            }
-        };
-        let mut queued = 0;
-        for path in files {
-            let job = match kitty_store::spool::read(&path) {
-                Ok(Some(job)) => job,
-                // Gone since the listing: nothing to do.
-                Ok(None) => continue,
-                Err(why) => {
-                    self.set_aside(home, path, &why);
-                    continue;
-                }
-            };
-            match writer.submit(job).await {
-                Ok(accepted) => {
-                    queued += accepted.iter().filter(|a| !a.duplicate).count();
-                    // Left behind, it is queued again next pass: its event_id
-                    // makes that a duplicate, not a second row.
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        tracing::warn!("queued {} but cannot remove it: {e}", path.display());
+            return 0;
+        }
+    };
+    let mut queued = 0;
+    for path in files {
+        let job = match kitty_store::spool::read(&path) {
+            Ok(Some(job)) => job,
+            // Gone since the listing: nothing to do.
+            Ok(None) => continue,
+            Err(why) => {
+                match kitty_store::spool::reject(home, &path) {
+                    Ok(to) => {
+                        said.stuck.remove(&path);
+                        tracing::warn!(
+                            "spool file {} cannot be queued ({why}); moved it to {}",
+                            path.display(),
+                            to.display()
+                        )
                     }
-                }
-                // Full or failing: leave it for the next pass; nothing is lost.
-                Err(e @ CommitError::QueueFull { .. }) | Err(e @ CommitError::Storage(_)) => {
-                    tracing::warn!("spooled events wait: {e}");
-                    break;
-                }
-            }
-        }
-        if queued > 0 {
-            tracing::info!(queued, "queued spooled events");
-        }
-        queued
-    }
-
-    fn set_aside(&mut self, home: &Home, path: PathBuf, why: &str) {
-        match kitty_store::spool::reject(home, &path) {
-            Ok(to) => {
-                tracing::warn!(
-                    "spool file {} cannot be queued ({why}); moved it to {}",
-                    path.display(),
-                    to.display()
-                );
-                self.stuck.remove(&path);
-            }
-            Err(e) => {
-                if self.stuck.insert(path.clone()) {
-                    tracing::error!(
+                    Err(e) if said.stuck.insert(path.clone()) => tracing::error!(
                         "spool file {} cannot be queued ({why}) and cannot be moved aside: {e}",
                         path.display()
-                    );
+                    ),
+                    Err(_) => {}
                 }
+                continue;
+            }
+        };
+        match writer.submit(job).await {
+            Ok(accepted) => {
+                queued += accepted.iter().filter(|a| !a.duplicate).count();
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!("queued {} but cannot remove it: {e}", path.display());
+                }
+            }
+            // Full or failing: leave it for the next pass; nothing is lost.
+            Err(e @ CommitError::QueueFull { .. }) | Err(e @ CommitError::Storage(_)) => {
+                tracing::warn!("spooled events wait: {e}");
+                break;
             }
         }
     }
+    if queued > 0 {
+        tracing::info!(queued, "queued spooled events");
+    }
+    queued
 }

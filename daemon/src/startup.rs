@@ -42,11 +42,11 @@ impl StartError {
 
 pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), StartError> {
     let started = Instant::now();
+    check_dirs(&home, &socket)?;
     // Before anything can answer: a service manager may stop us the instant
     // the socket serves, and the default action of SIGTERM is to die uncleanly.
     let mut signals = Signals::install()
         .map_err(|e| StartError::Fatal(format!("cannot install signal handlers: {e}")))?;
-    kitty_store::fsutil::check_private_dir(home.dir())?;
     let _instance = lock::claim_instance(&home.daemon_lock())?;
     let _clock = lock::lock_within(&home.clock_lock(), CLOCK_LOCK_PATIENCE)
         .map_err(|e| {
@@ -87,7 +87,10 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
             tracing::info!("using the socket passed by the service manager");
             (l, true)
         }
-        Ok(None) => (bind(&socket)?, false),
+        Ok(None) => (
+            bind(&socket).map_err(StartError::fatal("cannot listen"))?,
+            false,
+        ),
         Err(e) => {
             return Err(StartError::Fatal(format!(
                 "cannot take the socket passed by the service manager: {e}"
@@ -289,21 +292,20 @@ fn report_recovery(home: &Home, r: &Recovery) {
 }
 
 /// Binds the socket, replacing one left by a daemon that died (we hold the
-/// instance lock, so it cannot be a live daemon's), and makes it 0600. Its
-/// directory must be ours alone, or another user could put a socket of their
-/// own at the path for clients to find.
-fn bind(path: &Path) -> Result<UnixListener, StartError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+/// instance lock, so it cannot be a live daemon's), and makes it 0600.
+fn bind(path: &Path) -> Result<UnixListener, String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
     kitty_store::fsutil::ensure_private_dir(dir)
-        .map_err(|e| StartError::Fatal(format!("cannot create {}: {e}", dir.display())))?;
-    kitty_store::fsutil::check_private_dir(dir)?;
-    bind_in_private_dir(path).map_err(StartError::fatal("cannot listen"))
-}
-
-fn bind_in_private_dir(path: &Path) -> Result<UnixListener, String> {
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "{} is readable by others (mode {:o}); the socket itself is 0600 and peers are checked",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             tracing::info!("replacing the stale socket {}", path.display());
@@ -323,4 +325,18 @@ fn bind_in_private_dir(path: &Path) -> Result<UnixListener, String> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// Refuses a home, or a socket directory, that another user owns or can
+/// write: they could put a socket of their own where clients look for ours,
+/// or files where we read and write state. A socket directory that does not
+/// exist yet is made 0700 by [`bind`].
+fn check_dirs(home: &Home, socket: &Path) -> Result<(), StartError> {
+    kitty_store::fsutil::check_private_dir(home.dir())?;
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty())
+        && dir.exists()
+    {
+        kitty_store::fsutil::check_private_dir(dir)?;
+    }
+    Ok(())
 }

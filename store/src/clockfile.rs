@@ -36,10 +36,9 @@ impl ClockFile {
     }
 }
 
-/// A checkpoint is under 200 bytes; anything far larger is not one.
-const MAX_FILE_BYTES: u64 = 64 * 1024;
-
 pub fn read(path: &Path) -> ClockFile {
+    /// A checkpoint is under 200 bytes; anything far larger is not one.
+    const MAX_FILE_BYTES: u64 = 64 * 1024;
     let bytes = match fsutil::read_state_file(path, MAX_FILE_BYTES) {
         Ok(Some(b)) => b,
         Ok(None) => return ClockFile::Missing,

@@ -115,6 +115,23 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]
+    async fn a_fifo_or_a_symlink_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("queue.db");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_existing(&p).await.unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = open_writer(&p, BUSY_TIMEOUT).await.unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.db"), &link).unwrap();
+        assert!(open_writer(&link, BUSY_TIMEOUT).await.is_err());
+        assert!(!dir.path().join("elsewhere.db").exists());
+    }
+
+    #[tokio::test]
     async fn opens_a_cli_file_with_coalesce_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("queue.db");
@@ -150,22 +167,5 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-    }
-
-    #[tokio::test]
-    async fn a_fifo_or_a_symlink_is_refused_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("queue.db");
-        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = open_existing(&p).await.unwrap_err();
-        assert!(e.to_string().contains("FIFO"), "{e}");
-        let e = open_writer(&p, BUSY_TIMEOUT).await.unwrap_err();
-        assert!(e.to_string().contains("FIFO"), "{e}");
-        let link = dir.path().join("link.db");
-        std::os::unix::fs::symlink(dir.path().join("elsewhere.db"), &link).unwrap();
-        assert!(open_writer(&link, BUSY_TIMEOUT).await.is_err());
-        assert!(!dir.path().join("elsewhere.db").exists());
     }
 }

@@ -330,30 +330,26 @@ pub fn touch_private(path: &Path, mode: u32) -> io::Result<()> {
     }
 }
 
-/// Opens (creating when missing, mode 0600) a lock file for reading and
-/// writing, without following a symlink and without blocking on a FIFO.
-pub fn open_lock_file(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{} is a symbolic link; refusing to follow it",
-                        path.display()
-                    ),
-                )
-            } else {
-                e
-            }
-        })?;
+/// How a lock file is opened (read, write, create, 0600, with these flags):
+/// not through a symlink, and without waiting on a FIFO.
+pub const LOCK_FILE_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+
+/// A lock file just opened with [`LOCK_FILE_FLAGS`], if it is a regular file;
+/// a symlink in its place is named as such.
+pub fn checked_lock_file(path: &Path, opened: io::Result<File>) -> io::Result<File> {
+    let file = opened.map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    path.display()
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
@@ -501,15 +497,16 @@ mod tests {
         assert!(touch_private(&db, 0o600).is_err());
         let lock = dir.path().join("kitty-syncd.lock");
         symlink(&victim, &lock).unwrap();
-        let e = open_lock_file(&lock).unwrap_err();
+        let e = crate::lock::claim_instance(&lock).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         let fifo = dir.path().join("clock.lock");
         mkfifo(&fifo);
-        assert!(open_lock_file(&fifo).is_err());
+        let e = crate::lock::try_lock(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
         assert!(touch_private(&fifo, 0o600).is_err());
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         let fresh = dir.path().join("fresh.lock");
-        open_lock_file(&fresh).unwrap();
+        drop(crate::lock::try_lock(&fresh).unwrap().unwrap());
         touch_private(&fresh, 0o600).unwrap();
         assert_eq!(
             fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,

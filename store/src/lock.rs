@@ -5,8 +5,9 @@
 //!   whole life; a client takes it only to queue an event directly while no
 //!   daemon runs. The kernel drops both when the holder dies, even by `kill -9`.
 
-use std::fs::{File, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,18 @@ impl Held {
     }
 }
 
-/// Never through a planted symlink (the daemon lock is truncated and written),
-/// never blocking on a FIFO.
 fn open(path: &Path) -> std::io::Result<File> {
-    crate::fsutil::open_lock_file(path)
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        // Never through a planted symlink (the daemon lock is truncated and
+        // written), never waiting on a FIFO.
+        .custom_flags(crate::fsutil::LOCK_FILE_FLAGS)
+        .open(path);
+    crate::fsutil::checked_lock_file(path, opened)
 }
 
 /// Takes the lock if it is free now.

@@ -64,9 +64,16 @@ pub enum SpoolError {
     },
 }
 
-/// Spools one event (a draft or a complete envelope), giving a draft without
-/// an event_id a fresh one first.
-pub fn write(home: &Home, event: &RawValue, made_at: DateTime<Utc>) -> Result<Spooled, SpoolError> {
+/// Spools one event: `event` as the client will hand it over, and
+/// `submission`, what validating that text gave (the client validated it
+/// already; the caller must pass the pair that belongs together). A draft
+/// without an event_id is given a fresh one first.
+pub fn write(
+    home: &Home,
+    event: &RawValue,
+    submission: &Submission,
+    made_at: DateTime<Utc>,
+) -> Result<Spooled, SpoolError> {
     let len = event.get().len();
     if len > kitty_proto::MAX_BODY_BYTES {
         return Err(SpoolError::Invalid(Violation::new(
@@ -77,7 +84,7 @@ pub fn write(home: &Home, event: &RawValue, made_at: DateTime<Utc>) -> Result<Sp
             ),
         )));
     }
-    let (event, event_id) = with_event_id(event)?;
+    let (event, event_id) = with_event_id(event, submission)?;
     let text = serde_json::to_vec(&Entry {
         made_at,
         event: &event,
@@ -102,24 +109,22 @@ pub fn write(home: &Home, event: &RawValue, made_at: DateTime<Utc>) -> Result<Sp
 }
 
 /// The event as it will be spooled, and its event_id.
-fn with_event_id(event: &RawValue) -> Result<(Box<RawValue>, String), SpoolError> {
-    let to_owned = |e: &RawValue| RawValue::from_string(e.get().to_owned());
-    match parse_one(event).map_err(SpoolError::Invalid)? {
-        Submission::Envelope(e) => Ok((to_owned(event).expect("valid JSON"), e.event_id)),
-        Submission::Draft(d) => match d.event_id {
-            Some(id) => Ok((to_owned(event).expect("valid JSON"), id)),
-            None => {
-                // A draft is stamped from its parsed fields, so its text may be
-                // rewritten; `"event_id": null` keeps its place and gets a value.
-                let mut obj: Map<String, Value> =
-                    serde_json::from_str(event.get()).expect("parse_one read it as an object");
-                let id = ulid::Ulid::generate().to_string();
-                obj.insert("event_id".into(), Value::String(id.clone()));
-                let text = serde_json::to_string(&obj).expect("a JSON object serialises");
-                Ok((RawValue::from_string(text).expect("valid JSON"), id))
-            }
-        },
+fn with_event_id(
+    event: &RawValue,
+    submission: &Submission,
+) -> Result<(Box<RawValue>, String), SpoolError> {
+    let owned = |text: String| RawValue::from_string(text).expect("valid JSON stays valid");
+    if let Some(id) = submission.event_id() {
+        return Ok((owned(event.get().to_owned()), id.to_owned()));
     }
+    // Only a draft lacks an event_id, and a draft is stamped from its parsed
+    // fields, so its text may be rewritten: `"event_id": null` keeps its place.
+    let mut obj: Map<String, Value> = serde_json::from_str(event.get())
+        .map_err(|_| SpoolError::Invalid(Violation::new("event", "must be a JSON object")))?;
+    let id = ulid::Ulid::generate().to_string();
+    obj.insert("event_id".into(), Value::String(id.clone()));
+    let text = serde_json::to_string(&obj).expect("a JSON object serialises");
+    Ok((owned(text), id))
 }
 
 fn is_temp(name: &str) -> bool {
@@ -240,12 +245,17 @@ mod tests {
         serde_json::from_str(s).unwrap()
     }
 
+    fn spool(home: &Home, event: &str) -> Spooled {
+        let raw = raw(event);
+        write(home, raw, &parse_one(raw).unwrap(), Utc::now()).unwrap()
+    }
+
     #[test]
     fn round_trip_and_reject() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         let ev = r#"{"event_type":"WPCreated","event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
-        let s = write(&home, raw(ev), Utc::now()).unwrap();
+        let s = spool(&home, ev);
         assert_eq!(s.event_id, "01HX5ZQK3M8N9P0R1S2T3V4W5X");
         let p = s.path;
         assert_eq!(list(&home).unwrap(), vec![p.clone()]);
@@ -267,7 +277,7 @@ mod tests {
         let given = r#"{"event_type":"WPCreated","event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
         let spooled: Vec<Spooled> = [null_id, null_id, DRAFT, given, given]
             .iter()
-            .map(|e| write(&home, raw(e), Utc::now()).unwrap())
+            .map(|e| spool(&home, e))
             .collect();
         let mut paths: Vec<_> = spooled.iter().map(|s| s.path.clone()).collect();
         paths.sort();
@@ -288,16 +298,13 @@ mod tests {
     fn refuses_what_the_daemon_would_refuse() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let bad = r#"{"event_type":"WPCreated","payload":{"wp_id":"WP1"}}"#;
-        assert!(matches!(
-            write(&home, raw(bad), Utc::now()),
-            Err(SpoolError::Invalid(_))
-        ));
         let title = "t".repeat(kitty_proto::MAX_BODY_BYTES);
         let big = format!(
             r#"{{"event_type":"WPCreated","payload":{{"wp_id":"WP01","title":"{title}","feature_slug":"028-x"}}}}"#
         );
-        let e = write(&home, raw(&big), Utc::now()).unwrap_err();
+        let raw = raw(&big);
+        let e = write(&home, raw, &parse_one(raw).unwrap(), Utc::now()).unwrap_err();
+        assert!(matches!(e, SpoolError::Invalid(_)), "{e}");
         assert!(e.to_string().contains("limit"), "{e}");
         assert!(list(&home).unwrap().is_empty());
     }
