@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kitty_proto::Submission;
-use kitty_proto::api::Accepted;
+use kitty_proto::api::{Accepted, ErrorBody};
 use kitty_proto::home::Home;
 use kitty_store::{CommitError, Job, Ledger, lock};
 use serde_json::value::RawValue;
@@ -27,12 +27,8 @@ const BUSY_PATIENCE: Duration = Duration::from_millis(250);
 
 pub enum Fallback {
     Direct(Accepted),
-    /// Spooled under this event_id, with the reason it could not be queued
-    /// directly when there was one.
-    Spooled {
-        event_id: String,
-        direct_failed: Option<String>,
-    },
+    /// Spooled, with the reason it could not be queued directly when there was one.
+    Spooled(Option<String>),
 }
 
 /// Queues the event directly or spools it, finishing by `deadline` as far as
@@ -105,11 +101,19 @@ fn spool(
 ) -> Result<Fallback, EmitError> {
     use kitty_store::spool::SpoolError;
     match kitty_store::spool::write(home, event, submission, Utc::now()) {
-        Ok(s) => Ok(Fallback::Spooled {
-            event_id: s.event_id,
-            direct_failed: why,
-        }),
-        Err(SpoolError::Invalid(v)) => Err(EmitError::Invalid(Box::new(crate::invalid_event(&v)))),
+        Ok(s) => {
+            // The client gave every draft its event_id before sending it.
+            debug_assert_eq!(Some(&*s.event_id), submission.event_id());
+            Ok(Fallback::Spooled(why))
+        }
+        Err(SpoolError::Invalid(v)) => Err(EmitError::Invalid(Box::new(ErrorBody {
+            error: "invalid_event".into(),
+            message: v.to_string(),
+            field: Some(v.field),
+            rule: Some(v.rule),
+            index: None,
+            version: kitty_proto::VERSION.into(),
+        }))),
         Err(e @ SpoolError::Io { .. }) => Err(EmitError::Failed(e.to_string())),
     }
 }

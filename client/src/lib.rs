@@ -138,7 +138,13 @@ impl Client {
             Ok(a) => format!("the daemon answered {}", a.status),
             Err(e) => e.to_string(),
         };
-        self.fall_back(&text, &why, started + EMIT_BUDGET).await
+        self.fall_back(&text, &why, started + EMIT_BUDGET)
+            .await
+            .map_err(|e| match e {
+                // Say why no daemon of ours took it, not only why we will not queue it.
+                EmitError::Forbidden(m) => EmitError::Forbidden(format!("{why}; {m}")),
+                e => e,
+            })
     }
 
     async fn fall_back(
@@ -166,15 +172,15 @@ impl Client {
                 None,
             ))));
         }
-        let submission =
-            parse_one(raw).map_err(|v| EmitError::Invalid(Box::new(invalid_event(&v))))?;
-        let queued = fallback::queue(&self.home, raw, submission, deadline)
-            .await
-            .map_err(|e| match e {
-                EmitError::Forbidden(m) => EmitError::Forbidden(format!("{why}; {m}")),
-                e => e,
-            })?;
-        match queued {
+        let submission = parse_one(raw).map_err(|v| {
+            EmitError::Invalid(Box::new(ErrorBody {
+                field: Some(v.field.clone()),
+                rule: Some(v.rule.clone()),
+                ..error_body("invalid_event", v.to_string(), None)
+            }))
+        })?;
+        let event_id = submission.event_id().unwrap_or_default().to_owned();
+        match fallback::queue(&self.home, raw, submission, deadline).await? {
             fallback::Fallback::Direct(a) => {
                 eprintln!(
                     "kitty-sync: warning: {why}; queued {} directly in queue.db",
@@ -187,10 +193,7 @@ impl Client {
                     duplicate: a.duplicate,
                 })
             }
-            fallback::Fallback::Spooled {
-                event_id,
-                direct_failed,
-            } => {
+            fallback::Fallback::Spooled(direct_failed) => {
                 let also = direct_failed
                     .map(|e| format!(" (queue.db: {e})"))
                     .unwrap_or_default();
@@ -269,9 +272,10 @@ impl Client {
     }
 }
 
-/// Adds a fresh event_id to a draft that has none (absent or `null`);
-/// anything else is left as is. A draft that repeats a key is left as is too:
-/// rewriting it would quietly keep one of the values, and it is refused whole.
+/// Adds a fresh event_id to a draft that has none (absent or `null`), so that
+/// the id printed is the id queued, whichever way the event goes; anything
+/// else is left as is. A draft that repeats a key is left as is too: rewriting
+/// it would quietly keep one of the values, and it is refused whole.
 fn with_event_id(event_json: &str) -> String {
     if !matches!(
         kitty_proto::unique_keys::first_duplicate_key(event_json),
@@ -291,15 +295,6 @@ fn with_event_id(event_json: &str) -> String {
             Value::Object(obj).to_string()
         }
         _ => event_json.to_owned(),
-    }
-}
-
-/// The answer the daemon gives to an event that breaks a rule.
-pub(crate) fn invalid_event(v: &kitty_proto::Violation) -> ErrorBody {
-    ErrorBody {
-        field: Some(v.field.clone()),
-        rule: Some(v.rule.clone()),
-        ..error_body("invalid_event", v.to_string(), None)
     }
 }
 

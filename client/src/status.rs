@@ -135,6 +135,15 @@ pub fn render(s: &Status) -> String {
     rows.push(("version", s.version.clone()));
     rows.push(("socket", s.socket.clone()));
     rows.push(("home", s.home.clone()));
+    if s.spool_rejected > 0 {
+        rows.push((
+            "set aside",
+            format!(
+                "{} spool files in spool/rejected/, never to be queued (the daemon's log says why)",
+                s.spool_rejected
+            ),
+        ));
+    }
     let oldest = s.queue.oldest_age_secs.map_or(String::new(), |a| {
         format!(", oldest {} ago", human_duration(a))
     });
@@ -159,14 +168,10 @@ pub fn render(s: &Status) -> String {
             .collect();
         rows.push(("top types", top.join(", ")));
     }
-    if s.spooled > 0 || s.spool_rejected > 0 {
-        let rejected = match s.spool_rejected {
-            0 => String::new(),
-            n => format!("; {n} files set aside in spool/rejected/ (the daemon's log says why)"),
-        };
+    if s.spooled > 0 {
         rows.push((
             "spooled",
-            format!("{} events waiting for the daemon{rejected}", s.spooled),
+            format!("{} events waiting for the daemon", s.spooled),
         ));
     }
     rows.push((

@@ -111,7 +111,7 @@ fn whatever_lands_in_the_spool_is_imported_once_or_set_aside_and_counted() {
     assert_eq!(status.spool_rejected, 5, "{status:?}");
     let out = home.client(&["status"]);
     assert!(
-        out.stdout.contains("5 files set aside in spool/rejected/"),
+        out.stdout.contains("5 spool files in spool/rejected/"),
         "{out}"
     );
     assert_eq!(
