@@ -65,8 +65,7 @@ impl ServiceArgs {
     }
 }
 
-/// sysexits.h: a configuration file is broken, or the home or socket
-/// directory is not private; a restart cannot fix either.
+/// sysexits.h: a configuration file is broken.
 const EX_CONFIG: u8 = 78;
 /// Another daemon already runs for this home. The systemd unit lists this code
 /// (and EX_CONFIG) in RestartPreventExitStatus=, so neither causes a restart loop.
@@ -122,6 +121,8 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
         Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
             fail(&e.to_string(), EX_ALREADY_RUNS)
         }
+        // A home or socket directory others can write is a configuration
+        // error too, and no restart can fix it.
         Err(e @ kitty_syncd::startup::StartError::UnsafeDir(_)) => fail(&e.to_string(), EX_CONFIG),
         Err(e) => fail(&e.to_string(), 1),
     }
