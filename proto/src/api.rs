@@ -95,8 +95,12 @@ pub struct Status {
     pub connection: String,
     /// How the daemon was started: `systemd`, `launchd` or `manual`.
     pub supervisor: Option<String>,
-    /// Events waiting in the spool for a daemon to stamp them.
+    /// Files waiting in the spool for a daemon to stamp them (or to set aside).
     pub spooled: u64,
+    /// Spool files set aside in `spool/rejected/`, never to be queued: invalid,
+    /// unfinished, not a regular file, or another user's.
+    #[serde(default)]
+    pub spool_rejected: u64,
     /// When not running: the command that starts the daemon.
     pub start_hint: Option<String>,
     /// When config.toml was last read (start-up, SIGHUP, or a change on disk).
