@@ -107,6 +107,11 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
             Ok(g) => g,
             Err(e) => return fail(&format!("cannot open the log file: {e}"), 1),
         };
+    // Descriptors for every connection accept.rs allows, and the rest.
+    match kitty_syncd::accept::raise_fd_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "descriptor limit"),
+        Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
     // reqwest and tungstenite share rustls; ring is its crypto here (see Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -121,6 +126,9 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
         Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
             fail(&e.to_string(), EX_ALREADY_RUNS)
         }
+        // A home or socket directory others can write is a configuration
+        // error too, and no restart can fix it.
+        Err(e @ kitty_syncd::startup::StartError::UnsafeDir(_)) => fail(&e.to_string(), EX_CONFIG),
         Err(e) => fail(&e.to_string(), 1),
     }
 }

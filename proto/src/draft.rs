@@ -267,7 +267,7 @@ fn other_aggregate(
         Violation::new(
             key,
             format!(
-                "is required: {type_name} is not one of the 028 event types ({}), \
+                "is required: event_type {type_name} is not one of the 028 types ({}), \
                  and a draft of another type names its aggregate_type and aggregate_id",
                 EventType::names()
             ),
@@ -411,5 +411,235 @@ mod tests {
         assert_eq!(env.lamport_clock, 7);
         let back = Draft::from_object(d.to_object()).unwrap();
         assert_eq!(back, d);
+    }
+
+    const STAMP: Stamp<'static> = Stamp {
+        event_id: "01HX5ZQK3M8N9P0R1S2T3V4W5X",
+        lamport_clock: 9,
+        node_id: "abcdefabcdef",
+        timestamp: "2026-02-04T13:47:09.123456+00:00",
+        team_slug: "acme",
+    };
+
+    /// Drafts built from the real CLIs' payload models (fixtures/make-cli-drafts.py).
+    fn cli_samples() -> Vec<(String, Value)> {
+        let v: Value = serde_json::from_str(include_str!("../fixtures/cli-drafts.json")).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_owned(), s["draft"].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn accepts_what_the_real_clis_send_and_keeps_it() {
+        let samples = cli_samples();
+        assert!(samples.len() >= 12);
+        for (name, v) in samples {
+            let d = draft(v.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = d.stamp(&STAMP);
+            let env: Value = serde_json::from_str(&text).unwrap();
+            crate::envelope::validate_envelope(&text, env.as_object().unwrap())
+                .unwrap_or_else(|e| panic!("{name}: the stamped envelope: {e}"));
+            // Every payload key the producer sent is kept, with its value.
+            for (k, val) in v["payload"].as_object().unwrap() {
+                assert_eq!(&env["payload"][k], val, "{name}: payload.{k}");
+            }
+            for key in [
+                "event_type",
+                "aggregate_type",
+                "aggregate_id",
+                "schema_version",
+                "build_id",
+                "correlation_id",
+                "git_branch",
+                "head_commit_sha",
+                "repo_slug",
+                "project_uuid",
+                "project_slug",
+                "causation_id",
+            ] {
+                if let Some(given) = v.get(key).filter(|g| !g.is_null()) {
+                    assert_eq!(&env[key], given, "{name}: {key}");
+                }
+            }
+            if let Some(id) = v.get("event_id") {
+                // The lifecycle seam's own ULID: a retry leaves one row.
+                assert_eq!(d.event_id.as_deref(), id.as_str(), "{name}");
+            }
+            assert_eq!(
+                Draft::from_object(d.to_object()).unwrap(),
+                d,
+                "{name}: spool round trip"
+            );
+        }
+    }
+
+    #[test]
+    fn occurred_at_is_the_envelope_timestamp_in_utc() {
+        let base = json!({"event_type":"WPStatusChanged","payload":{"wp_id":"WP01","from_lane":"planned","to_lane":"claimed"}});
+        let ts = |v: Value| -> Value {
+            let text = draft(v).unwrap().stamp(&STAMP);
+            serde_json::from_str::<Value>(&text).unwrap()["timestamp"].clone()
+        };
+        assert_eq!(ts(base.clone()), STAMP.timestamp);
+        let mut v = base.clone();
+        v["occurred_at"] = json!("2026-05-04T09:15:02.123456+00:00");
+        assert_eq!(ts(v), "2026-05-04T09:15:02.123456+00:00");
+        let mut v = base.clone();
+        v["occurred_at"] = json!("2026-03-01T12:00:00+01:00");
+        assert_eq!(ts(v), "2026-03-01T11:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn a_draft_of_another_type_needs_its_aggregate_and_keeps_its_payload() {
+        let v = json!({"event_type":"DecisionPointOpened","aggregate_type":"Mission","aggregate_id":"demo-01KBX3N2Q8","payload":{"anything":[1,{"x":null}]}});
+        let d = draft(v.clone()).unwrap();
+        assert_eq!(d.known, None);
+        assert_eq!(d.payload, *v["payload"].as_object().unwrap());
+        let env: Value = serde_json::from_str(&d.stamp(&STAMP)).unwrap();
+        assert_eq!(env["event_type"], "DecisionPointOpened");
+        assert_eq!(env["aggregate_type"], "Mission");
+        // No 3.x field appears unless the draft set it: old envelopes stay byte for byte.
+        for key in [
+            "schema_version",
+            "build_id",
+            "correlation_id",
+            "git_branch",
+            "head_commit_sha",
+            "repo_slug",
+        ] {
+            assert!(env.get(key).is_none(), "{key}");
+        }
+        for (key, field) in [
+            ("aggregate_type", "aggregate_type"),
+            ("aggregate_id", "aggregate_id"),
+        ] {
+            let mut bad = v.clone();
+            bad.as_object_mut().unwrap().remove(key);
+            assert_eq!(draft(bad).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn the_028_aggregates_widen_only_where_the_clis_do() {
+        let err = json!({"event_type":"ErrorLogged","aggregate_type":"Mission","payload":{"error_type":"auth","error_message":"x"}});
+        assert_eq!(draft(err).unwrap().aggregate_type, "Mission");
+        let feat = json!({"event_type":"FeatureCompleted","aggregate_type":"Mission","payload":{"feature_slug":"028-x","total_wps":1}});
+        assert_eq!(draft(feat).unwrap().aggregate_id, "028-x");
+        for (v, field) in [
+            (
+                json!({"event_type":"WPCreated","aggregate_type":"Mission","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}),
+                "aggregate_type",
+            ),
+            (
+                json!({"event_type":"ErrorLogged","aggregate_type":"Project","payload":{"error_type":"auth","error_message":"x"}}),
+                "aggregate_type",
+            ),
+            (
+                json!({"event_type":"ErrorLogged","aggregate_type":"Mission","payload":{"error_type":"auth","error_message":"x","wp_id":"WP01"}}),
+                "aggregate_type",
+            ),
+        ] {
+            assert_eq!(draft(v).unwrap_err().field, field);
+        }
+    }
+
+    /// Every bad value of every draft field is refused, naming the field.
+    #[test]
+    fn bad_draft_fields_are_refused_by_name() {
+        let base = json!({"event_type":"MissionCreated","aggregate_type":"Mission","aggregate_id":"m-1","payload":{}});
+        let long = "x".repeat(MAX_TEXT_LEN + 1);
+        let cases: Vec<(&str, Value)> = vec![
+            ("event_type", json!("missionCreated")),
+            ("event_type", json!("Mission_Created")),
+            ("event_type", json!("Mission Created")),
+            ("event_type", json!("Mission\u{202E}Created")),
+            ("event_type", json!("M".repeat(rules::MAX_NAME_LEN + 1))),
+            ("event_type", json!(7)),
+            ("event_type", json!("")),
+            ("aggregate_type", json!("mission")),
+            ("aggregate_type", json!("Mission\n")),
+            ("aggregate_type", json!(["Mission"])),
+            ("aggregate_id", json!("")),
+            ("aggregate_id", json!("m\u{0}1")),
+            ("aggregate_id", json!("\u{1b}[2Jm")),
+            ("aggregate_id", json!(long.clone())),
+            ("aggregate_id", json!(1)),
+            ("occurred_at", json!("2026-02-04T13:47:09")),
+            ("occurred_at", json!("2026-02-04")),
+            ("occurred_at", json!("04/02/2026 13:47")),
+            ("occurred_at", json!("")),
+            ("occurred_at", json!(1_770_212_829)),
+            ("correlation_id", json!("not-an-id")),
+            ("correlation_id", json!("01hx5zqk3m8n9p0r1s2t3v4w5x")),
+            ("correlation_id", json!(42)),
+            ("schema_version", json!("3.0")),
+            ("schema_version", json!("v3.0.0")),
+            ("schema_version", json!(3)),
+            ("build_id", json!("")),
+            ("build_id", json!(long.clone())),
+            ("build_id", json!("b\r\nX-Injected: 1")),
+            ("git_branch", json!("main\u{7}")),
+            ("git_branch", json!(long.clone())),
+            ("git_branch", json!(true)),
+            ("head_commit_sha", json!("HEAD")),
+            ("head_commit_sha", json!("0123abz")),
+            ("head_commit_sha", json!("a".repeat(65))),
+            ("repo_slug", json!("acme/\u{2066}app")),
+            ("repo_slug", json!({"owner":"acme"})),
+            ("project_slug", json!(long)),
+            ("project_uuid", json!("")),
+            ("causation_id", json!("x")),
+            ("event_id", json!("01HX5ZQK3M8N9P0R1S2T3V4W5U")),
+            ("mission_slug", json!("m-1")),
+            ("mission_id", json!("01KBX3N2Q8ZK4V7W9Y0A1B2C3D")),
+        ];
+        assert!(draft(base.clone()).is_ok());
+        for (key, bad) in cases {
+            let mut v = base.clone();
+            v[key] = bad.clone();
+            let e = draft(v).expect_err(&format!("{key} = {bad}"));
+            assert_eq!(e.field, key, "{key} = {bad}: {e}");
+            assert!(!e.rule.is_empty());
+        }
+        // Mission keys at the top level say where they belong.
+        let mut v = base.clone();
+        v["mission_slug"] = json!("m-1");
+        assert!(
+            draft(v)
+                .unwrap_err()
+                .rule
+                .contains("belongs in the payload")
+        );
+        // The good forms of the optional fields, and null for each.
+        let mut v = base.clone();
+        for (k, good) in [
+            (
+                "correlation_id",
+                json!("3f9a0c1b-2d4e-4f60-8a1b-2c3d4e5f6a7b"),
+            ),
+            ("schema_version", json!("5.0.0")),
+            ("build_id", json!("b-1")),
+            ("git_branch", json!("feature/élan")),
+            ("head_commit_sha", json!("0123abc")),
+            ("repo_slug", json!("acme/app")),
+            ("occurred_at", json!("2026-02-04T13:47:09Z")),
+        ] {
+            v[k] = good;
+        }
+        assert!(draft(v.clone()).is_ok());
+        for k in [
+            "correlation_id",
+            "schema_version",
+            "build_id",
+            "git_branch",
+            "head_commit_sha",
+            "repo_slug",
+            "occurred_at",
+        ] {
+            v[k] = Value::Null;
+        }
+        assert!(draft(v).is_ok());
     }
 }

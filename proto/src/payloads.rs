@@ -571,4 +571,185 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "payload.resolution_type");
     }
+
+    fn lane(from: &str, to: &str) -> Value {
+        json!({"wp_id":"WP01","from_lane":from,"to_lane":to})
+    }
+
+    #[test]
+    fn every_lane_hop_of_the_4x_cli() {
+        for from in FROM_LANES {
+            for to in TO_LANES {
+                check(EventType::WPStatusChanged, lane(from, to))
+                    .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+            }
+        }
+        // genesis and uninitialized are where a WP comes from, never where it goes.
+        for to in ["genesis", "uninitialized", "doing", "review", "Planned", ""] {
+            let e = check(EventType::WPStatusChanged, lane("planned", to)).unwrap_err();
+            assert_eq!(e.field, "payload.to_lane", "{to}");
+        }
+        let e = check(EventType::WPStatusChanged, lane("doing", "planned")).unwrap_err();
+        assert_eq!(e.field, "payload.from_lane");
+        let e = check(
+            EventType::WPStatusChanged,
+            json!({"wp_id":"WP01","to_lane":"claimed"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "payload.from_lane");
+    }
+
+    #[test]
+    fn actor_a_string_or_an_object() {
+        let with = |actor: Value| {
+            let mut v = lane("planned", "claimed");
+            v["actor"] = actor;
+            check(EventType::WPStatusChanged, v)
+        };
+        assert!(with(json!("claude")).is_ok());
+        let (_, p) = with(
+            json!({"role":"implementer","profile":null,"tool":"claude","model":"opus","extra":[1]}),
+        )
+        .unwrap();
+        assert_eq!(
+            p["actor"]["extra"],
+            json!([1]),
+            "other keys of the actor are kept"
+        );
+        for (bad, field) in [
+            (json!({}), "payload.actor"),
+            (json!(["claude"]), "payload.actor"),
+            (json!(7), "payload.actor"),
+            (json!({"role": 1}), "payload.actor.role"),
+            (
+                json!({"role":"reviewer","model":{"name":"x"}}),
+                "payload.actor.model",
+            ),
+        ] {
+            assert_eq!(with(bad.clone()).unwrap_err().field, field, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lane_shape_optional_fields_have_types() {
+        for (key, bad) in [
+            ("mission_slug", json!("")),
+            ("mission_slug", json!(3)),
+            ("mission_id", json!(false)),
+            ("execution_mode", json!(1)),
+            ("force", json!("yes")),
+            ("reason", json!(1)),
+            ("review_ref", json!([])),
+            ("evidence", json!("none")),
+        ] {
+            let mut v = lane("in_progress", "for_review");
+            v[key] = bad.clone();
+            let e = check(EventType::WPStatusChanged, v).unwrap_err();
+            assert_eq!(e.field, format!("payload.{key}"), "{key} = {bad}");
+        }
+    }
+
+    #[test]
+    fn wp_created_in_its_3x_names() {
+        let v = json!({"wp_id":"WP04","wp_title":"Parser","mission_slug":"demo-01KBX3N2Q8","depends_on":["WP01"],"actor":"cli","mission_number":null,"wp_path":null,"created_at":"2026-05-04T08:59:59Z"});
+        let (agg, p) = check(EventType::WPCreated, v.clone()).unwrap();
+        assert_eq!(agg, work_package("WP04"));
+        // No 028 default is added beside the 3.x names: the payload is as sent.
+        assert_eq!(p, v);
+        let (_, p) = check(
+            EventType::WPCreated,
+            json!({"wp_id":"WP04","wp_title":"Parser","mission_slug":"m"}),
+        )
+        .unwrap();
+        assert!(p.get("dependencies").is_none());
+        // One name of each pair is required; each given must be right.
+        for (remove, field) in [
+            (&["title", "wp_title"][..], "payload.title"),
+            (
+                &["feature_slug", "mission_slug"][..],
+                "payload.feature_slug",
+            ),
+        ] {
+            let mut v = json!({"wp_id":"WP04","title":"T","wp_title":"T","feature_slug":"028-x","mission_slug":"m"});
+            for k in remove {
+                v.as_object_mut().unwrap().remove(*k);
+            }
+            let e = check(EventType::WPCreated, v).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.rule.contains("or"), "{e}");
+        }
+        for (key, bad, field) in [
+            ("wp_title", json!(""), "payload.wp_title"),
+            ("mission_slug", json!(1), "payload.mission_slug"),
+            ("depends_on", json!("WP01"), "payload.depends_on"),
+            (
+                "depends_on",
+                json!(["WP01", "wp2"]),
+                "payload.depends_on[1]",
+            ),
+            ("actor", json!({}), "payload.actor"),
+            ("created_at", json!("soon"), "payload.created_at"),
+        ] {
+            let mut v = json!({"wp_id":"WP04","wp_title":"T","mission_slug":"m"});
+            v[key] = bad;
+            assert_eq!(
+                check(EventType::WPCreated, v).unwrap_err().field,
+                field,
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_known_type_missing_its_required_fields_is_still_refused() {
+        for (ty, v, field) in [
+            (
+                EventType::WPStatusChanged,
+                json!({"from_lane":"planned","to_lane":"claimed"}),
+                "payload.wp_id",
+            ),
+            (
+                EventType::WPStatusChanged,
+                json!({"wp_id":"WP01","mission_slug":"m","actor":"x"}),
+                "payload.previous_status",
+            ),
+            (
+                EventType::WPCreated,
+                json!({"wp_id":"WP01","actor":"cli","depends_on":[]}),
+                "payload.title",
+            ),
+            (
+                EventType::WPAssigned,
+                json!({"wp_id":"WP01","phase":"review"}),
+                "payload.agent_id",
+            ),
+            (
+                EventType::FeatureCreated,
+                json!({"feature_slug":"028-x","feature_number":"028","target_branch":"main"}),
+                "payload.wp_count",
+            ),
+            (
+                EventType::FeatureCompleted,
+                json!({"feature_slug":"028-x"}),
+                "payload.total_wps",
+            ),
+            (
+                EventType::HistoryAdded,
+                json!({"wp_id":"WP01","entry_type":"note"}),
+                "payload.entry_content",
+            ),
+            (
+                EventType::ErrorLogged,
+                json!({"error_message":"x"}),
+                "payload.error_type",
+            ),
+            (
+                EventType::DependencyResolved,
+                json!({"wp_id":"WP01","resolution_type":"merged"}),
+                "payload.dependency_wp_id",
+            ),
+        ] {
+            assert_eq!(check(ty, v).unwrap_err().field, field, "{}", ty.as_str());
+        }
+    }
 }

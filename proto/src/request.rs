@@ -3,7 +3,8 @@
 //! the whole request.
 //!
 //! An object that carries `lamport_clock` is a complete envelope; any other
-//! object is a draft.
+//! object is a draft. Neither may repeat a key in any of its objects
+//! ([`crate::unique_keys`]).
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -126,6 +127,17 @@ pub fn parse_one(raw: &RawValue) -> Result<Submission, Violation> {
         // Valid JSON that serde_json still refuses: nested deeper than 128 levels.
         Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
     };
+    match crate::unique_keys::first_duplicate_key(raw.get()) {
+        Ok(None) => {}
+        Ok(Some(path)) => {
+            return Err(Violation::new(
+                path,
+                "appears more than once in one object; every key must be unique, since \
+                 readers of a repeated key disagree on its value",
+            ));
+        }
+        Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
+    }
     if obj.contains_key("lamport_clock") {
         validate_envelope(raw.get(), &obj).map(Submission::Envelope)
     } else {
@@ -175,6 +187,26 @@ mod tests {
                 assert_eq!(index, Some(1));
                 assert_eq!(violation.field, "payload.wp_id");
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_naming_it() {
+        let env = r#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","event_type":"X","aggregate_id":"WP01","aggregate_type":"WorkPackage","payload":{},"node_id":"n","lamport_clock":5,"timestamp":"2026-02-04T13:47:09+00:00","team_slug":"t","lamport_clock":900}"#;
+        let inner = r#"{"event_type":"WPCreated","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x","wp_id":"WP02"}}"#;
+        for (text, field) in [(env, "lamport_clock"), (inner, "payload.wp_id")] {
+            match parse_events_request(text.as_bytes()).unwrap_err() {
+                RequestError::Invalid { violation, .. } => {
+                    assert_eq!(violation.field, field, "{text}");
+                    assert!(violation.rule.contains("more than once"), "{violation}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let arr = format!("[{DRAFT},{inner}]");
+        match parse_events_request(arr.as_bytes()).unwrap_err() {
+            RequestError::Invalid { index, .. } => assert_eq!(index, Some(1)),
             other => panic!("{other:?}"),
         }
     }
@@ -246,6 +278,44 @@ mod tests {
             let draft = serde_json::json!({"event_type": ty.as_str(), "payload": v});
             if let Err(e) = parse_events_request(draft.to_string().as_bytes()) {
                 prop_assert_eq!(e.http_status(), 422);
+            }
+        }
+
+        /// Whatever a draft of any type carries, once accepted it stamps into an
+        /// envelope that passes the envelope rules (the uplink relays it as is).
+        #[test]
+        fn accepted_drafts_stamp_into_valid_envelopes(
+            ty in prop_oneof![
+                prop::sample::select(crate::payloads::EventType::ALL.map(|t| t.as_str().to_owned()).to_vec()),
+                "[A-Z][A-Za-z0-9]{0,8}",
+                "[A-Za-z_ \u{0}-\u{1f}]{0,8}",
+            ],
+            agg_type in prop::option::of(prop_oneof!["[A-Z][a-zA-Z]{0,8}", "[a-z ]{0,4}"]),
+            agg_id in prop::option::of(prop_oneof![Just("WP01".to_string()), "\\PC{0,12}", "[\u{0}-\u{20}]{0,3}"]),
+            occurred in prop::option::of(prop_oneof![
+                Just("2026-02-04T13:47:09+05:30".to_string()),
+                Just("2026-02-04T13:47:09.1Z".to_string()),
+                "[0-9T:.+Z-]{0,26}",
+            ]),
+            extra in prop::option::of((prop::sample::select(vec!["git_branch", "head_commit_sha", "schema_version", "correlation_id", "build_id", "repo_slug"]), "\\PC{0,20}")),
+            payload in arb_json(),
+        ) {
+            let mut d = serde_json::json!({"event_type": ty, "payload": payload});
+            if let Some(t) = agg_type { d["aggregate_type"] = t.into(); }
+            if let Some(id) = agg_id { d["aggregate_id"] = id.into(); }
+            if let Some(t) = occurred { d["occurred_at"] = t.into(); }
+            if let Some((k, v)) = extra { d[k] = v.into(); }
+            if let Ok(subs) = parse_events_request(d.to_string().as_bytes()) {
+                let Submission::Draft(draft) = &subs[0] else { panic!("a draft") };
+                let text = draft.stamp(&crate::draft::Stamp {
+                    event_id: "01HX5ZQK3M8N9P0R1S2T3V4W5X",
+                    lamport_clock: 1,
+                    node_id: "n",
+                    timestamp: "2026-02-04T13:47:09.123456+00:00",
+                    team_slug: "local",
+                });
+                let v: Value = serde_json::from_str(&text).unwrap();
+                prop_assert!(validate_envelope(&text, v.as_object().unwrap()).is_ok(), "{}", text);
             }
         }
     }

@@ -37,6 +37,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         connection: "Offline".into(),
         supervisor: None,
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
+        spool_rejected: spool::rejected_count(home),
         start_hint: None,
         config_loaded_at: None,
         refused: count_lines(&home.refused_log()),
@@ -44,6 +45,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
             state: "Offline".into(),
             ..Default::default()
         },
+        writer: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kitty_proto::api::UplinkStatus;
+use kitty_proto::api::{InFlight, UplinkStatus};
 use tokio::sync::Notify;
 
 /// What the socket API shares with the uplink task.
@@ -30,6 +30,23 @@ impl UplinkShared {
 
     pub fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Shows `what` as in flight from now until the guard is dropped, so a
+    /// slow request is visible as such (and not as the last error before it).
+    pub fn in_flight(&self, what: String) -> InFlightGuard {
+        let since = kitty_proto::rules::format_utc(chrono::Utc::now());
+        self.update(|s| s.in_flight = Some(InFlight { what, since }));
+        InFlightGuard(self.clone())
+    }
+}
+
+/// Clears `in_flight` when the request is over, however it ended.
+pub struct InFlightGuard(UplinkShared);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.update(|s| s.in_flight = None);
     }
 }
 
