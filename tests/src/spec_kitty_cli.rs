@@ -59,7 +59,7 @@ fn ensure_venv(args: &[&str]) -> PathBuf {
 
 /// The cached venv of spec-kitty-cli `version`, as PyPI ships it.
 pub fn plain_venv(version: &str) -> PathBuf {
-    ensure_venv(&[version])
+    crate::pycli::PyCli::get(version).venv().to_path_buf()
 }
 
 /// A venv of spec-kitty-cli `version` with kitty-sync installed.
@@ -154,6 +154,8 @@ impl Cli {
             .env("PYTHONPATH", repo_root().join("tests/pyenv/observer"))
             .env("KITTY_OBSERVE_LOG", &self.observe_log)
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            // The cached venvs are shared by every test and engineer: leave them as they are.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .env_remove("SPEC_KITTY_HOME")
             .env_remove("KITTY_SYNCD_SOCKET")
             .env_remove("KITTY_SYNC_DISABLE")
