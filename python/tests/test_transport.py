@@ -165,6 +165,7 @@ class Drafts(unittest.TestCase):
         for kept in ("build_id", "correlation_id", "git_branch", "head_commit_sha", "project_uuid", "project_slug"):
             self.assertEqual(d[kept], EMITTER_BUILD_REGISTERED[kept])
         self.assertNotIn("event_id", _drafts.from_envelope(dict(EMITTER_BUILD_REGISTERED, event_id="8426b55c")))
+        self.assertNotIn("build_id", _drafts.from_envelope(dict(EMITTER_BUILD_REGISTERED, build_id="")))
 
     def test_resolved_binding(self) -> None:
         d = _drafts.from_resolved_binding(
@@ -201,7 +202,7 @@ class WhatTheDaemonMakesOfThem(HomeCase):
             _drafts.from_envelope(PROJECT_INITIALIZED),
             _drafts.from_envelope(SPECIFY_STARTED),
             _drafts.from_envelope(WP_CREATED),
-            _drafts.from_envelope(EMITTER_BUILD_REGISTERED),
+            _drafts.from_envelope(dict(EMITTER_BUILD_REGISTERED, build_id="")),
         ]
         for draft in samples:
             with self.subTest(draft["event_type"]):
@@ -214,6 +215,7 @@ class WhatTheDaemonMakesOfThem(HomeCase):
             by_type["ProjectInitialized"]["timestamp"], PROJECT_INITIALIZED["timestamp"], "occurred_at kept"
         )
         self.assertEqual(by_type["BuildRegistered"]["git_branch"], "main")
+        self.assertNotIn("build_id", by_type["BuildRegistered"], "an unknown build_id is left out")
         claim = rows[1]["envelope"]
         self.assertEqual(claim["causation_id"], "01M8SHHBZWJMYF8JQKJD3ME6VP")
         self.assertEqual(claim["payload"]["mission_id"], CLAIM["mission_id"])

@@ -44,7 +44,9 @@ _STATUS_METADATA = ("force", "reason", "review_ref", "execution_mode", "evidence
 def from_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
     """A draft from an envelope the CLI built (its lifecycle events, or what
     its emitter assembled): the CLI's fields, without the daemon's."""
-    draft = {k: envelope[k] for k in ENVELOPE_FIELDS if envelope.get(k) is not None}
+    # The CLI writes "" for what it does not know (3.x: an unknown build_id);
+    # a draft leaves such a field out.
+    draft = {k: envelope[k] for k in ENVELOPE_FIELDS if envelope.get(k) not in (None, "")}
     for k in _ULID_FIELDS:
         if k in draft and not is_ulid(draft[k]):
             del draft[k]
