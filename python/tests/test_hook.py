@@ -132,7 +132,13 @@ class Hook(HomeCase):
     def test_another_post_import_hook_like_ours(self) -> None:
         # A finder that, like ours and like wrapt's post-import hooks, asks the
         # rest of sys.meta_path for the real module; it has no guard of its own.
-        self.fake_cli({"specify_cli/__init__.py": "", "specify_cli/status/__init__.py": "", "specify_cli/status/adapters.py": ADAPTERS})
+        self.fake_cli(
+            {
+                "specify_cli/__init__.py": "",
+                "specify_cli/status/__init__.py": "",
+                "specify_cli/status/adapters.py": ADAPTERS,
+            }
+        )
         r = self.run_py(
             """
             class Other:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import kitty_sync.spec_kitty as transport
-from _support import HomeCase
 from kitty_sync import Client
 from kitty_sync.spec_kitty import _drafts, _identity, _refused, hand_over
+
+from _support import HomeCase
 
 
 @dataclass(frozen=True)
