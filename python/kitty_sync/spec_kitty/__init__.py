@@ -100,7 +100,10 @@ def on_resolved_binding(kwargs: Mapping[str, Any]) -> None:
 def emit_through_daemon(original: Any, emitter: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if cli_owns_sync():
         return original(emitter, *args, **kwargs)
-    _emitter.use_daemon_clock(emitter)
+    try:
+        _emitter.use_daemon_clock(emitter)
+    except Exception as e:  # the CLI's own clock then ticks; its command goes on
+        _warn(f"cannot give the CLI's emitter the daemon's clock: {e!r}")
     event = original(emitter, *args, **kwargs)
     if not isinstance(event, dict):
         return event
@@ -132,9 +135,9 @@ def hand_over(draft: dict[str, Any]) -> Emitted | None:
     try:
         where = _refused.record(c.home, draft, error, _producer())
     except Exception as e:
-        _warn(f"kitty-syncd refused {draft.get('event_type')} ({message}), and it cannot be recorded: {e!r}")
+        _warn(f"{draft.get('event_type')} was not queued ({message}), and it cannot be recorded: {e!r}")
         return None
-    _warn(f"kitty-syncd refused {draft.get('event_type')} {draft.get('event_id', '')}: {message}; kept in {where}")
+    _warn(f"{draft.get('event_type')} {draft.get('event_id', '')} was not queued: {message}; kept in {where}")
     return None
 
 
