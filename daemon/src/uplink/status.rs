@@ -1,9 +1,14 @@
 //! The uplink's state as `status` shows it, shared with the socket API.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use kitty_proto::api::UplinkStatus;
+use kitty_proto::rules::format_utc;
 use tokio::sync::Notify;
+
+use super::plan::Report;
 
 /// What the socket API shares with the uplink task.
 #[derive(Clone, Default)]
@@ -15,9 +20,9 @@ pub struct UplinkShared {
 
 impl UplinkShared {
     /// Starts in `state`, so that `status` is right from the first request.
-    pub fn new(state: State) -> Self {
+    pub fn new(state: &str) -> Self {
         let shared = Self::default();
-        shared.update(|s| s.state = state.name().into());
+        shared.update(|s| s.state = state.into());
         shared
     }
 
@@ -31,26 +36,25 @@ impl UplinkShared {
     pub fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
-}
 
-/// The connection states of CONTRACT.md §4, plus `AuthRequired`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Connected,
-    Reconnecting,
-    Offline,
-    OfflineBatchMode,
-    AuthRequired,
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Connected => "Connected",
-            Self::Reconnecting => "Reconnecting",
-            Self::Offline => "Offline",
-            Self::OfflineBatchMode => "OfflineBatchMode",
-            Self::AuthRequired => "AuthRequired",
-        }
+    /// Shows the planner's report; `now` and `wall` are the same moment on
+    /// the two clocks, to turn the next retry into a time of day.
+    pub fn publish(&self, r: Report, now: Instant, wall: DateTime<Utc>) {
+        self.update(|s| {
+            s.state = r.state.into();
+            s.consecutive_failures = r.consecutive_failures;
+            s.next_retry_at = r
+                .next_retry
+                .map(|t| format_utc(wall + t.saturating_duration_since(now)));
+            s.last_error = r.last_error;
+            s.last_sync_at = r.last_sync_at;
+            s.sent_ws = r.counters.sent_ws;
+            s.sent_batch = r.counters.sent_batch;
+            s.delivered = r.counters.delivered;
+            s.duplicates = r.counters.duplicates;
+            s.rejected = r.counters.rejected;
+            s.refreshes = r.counters.refreshes;
+            s.server_acks = r.server_acks;
+        });
     }
 }

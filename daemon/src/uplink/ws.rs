@@ -1,7 +1,7 @@
 //! The WebSocket to the server (CONTRACT.md §4): events out as bare envelopes,
 //! pings answered, acknowledgements and other nodes' events in.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -33,9 +33,6 @@ pub enum WsError {
 pub struct Ws {
     sink: SplitSink<Stream, Message>,
     stream: SplitStream<Stream>,
-    /// Last time anything arrived: a link silent for a minute is dead.
-    pub last_heard: Instant,
-    pub last_ping_sent: Instant,
 }
 
 pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
@@ -83,13 +80,7 @@ pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
         Ok(Ok(s)) => s,
     };
     let (sink, stream) = stream.split();
-    let now = Instant::now();
-    Ok(Ws {
-        sink,
-        stream,
-        last_heard: now,
-        last_ping_sent: now,
-    })
+    Ok(Ws { sink, stream })
 }
 
 impl Ws {
@@ -130,7 +121,6 @@ impl Ws {
 
     /// Our own heartbeat: a WebSocket ping; any frame back counts as alive.
     pub async fn ping(&mut self) -> Result<(), String> {
-        self.last_ping_sent = Instant::now();
         self.sink
             .send(Message::Ping(Vec::new().into()))
             .await
@@ -138,9 +128,7 @@ impl Ws {
     }
 
     pub async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
-        let m = self.stream.next().await;
-        self.last_heard = Instant::now();
-        m
+        self.stream.next().await
     }
 
     /// The next frame if one is already here.
