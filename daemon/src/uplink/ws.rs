@@ -170,26 +170,32 @@ pub fn classify(text: &str) -> Inbound {
             Inbound::Event(kitty_proto::envelope::lamport(v.get("lamport_clock")).ok())
         }
         Some("snapshot") => Inbound::Snapshot,
+        // Only the statuses that say so are an acceptance; an ack that says
+        // "rejected" is a rejection, and one we cannot read is nothing (the
+        // row stays, and a batch settles it).
         Some("ack") => match (field("event_id"), field("status")) {
+            (Some(id), Some("accepted" | "success")) => {
+                Inbound::Verdict(id.into(), Verdict::Accepted)
+            }
             (Some(id), Some("duplicate")) => Inbound::Verdict(id.into(), Verdict::Duplicate),
-            (Some(id), _) => Inbound::Verdict(id.into(), Verdict::Accepted),
+            (Some(id), Some("rejected" | "error")) => Inbound::Verdict(id.into(), rejection(&v)),
             _ => Inbound::Other,
         },
         Some("error") => match field("event_id") {
-            Some(id) => {
-                let why = field("error")
-                    .or(field("error_message"))
-                    .or(field("message"))
-                    .unwrap_or("rejected by the server");
-                Inbound::Verdict(
-                    id.into(),
-                    Verdict::Rejected(why.chars().take(300).collect()),
-                )
-            }
+            Some(id) => Inbound::Verdict(id.into(), rejection(&v)),
             None => Inbound::Other,
         },
         _ => Inbound::Other,
     }
+}
+
+fn rejection(frame: &Value) -> Verdict {
+    let field = |k: &str| frame.get(k).and_then(Value::as_str);
+    let why = field("error")
+        .or(field("error_message"))
+        .or(field("message"))
+        .unwrap_or("rejected by the server");
+    Verdict::Rejected(why.chars().take(300).collect())
 }
 
 #[cfg(test)]
@@ -223,6 +229,15 @@ mod tests {
             classify(r#"{"type":"error","event_id":"a","status":"rejected","error":"bad"}"#),
             Inbound::Verdict(_, Verdict::Rejected(_))
         ));
+        assert!(matches!(
+            classify(r#"{"type":"ack","event_id":"a","status":"rejected"}"#),
+            Inbound::Verdict(_, Verdict::Rejected(_))
+        ));
+        assert_eq!(classify(r#"{"type":"ack","event_id":"a"}"#), Inbound::Other);
+        assert_eq!(
+            classify(r#"{"type":"ack","event_id":"a","status":"pending"}"#),
+            Inbound::Other
+        );
         assert_eq!(
             classify(r#"{"type":"snapshot","work_packages":[]}"#),
             Inbound::Snapshot

@@ -83,11 +83,12 @@ pub enum Event {
     WsOpened,
     /// Opening failed, or the open WebSocket broke (send failed, closed, errored).
     WsFailed(Failure),
-    /// `SendWs` sent `count` rows up to `last`; `full` when more may be waiting.
-    /// `bad` are rows that could not be sent (not JSON objects), rejected here.
+    /// `SendWs` sent the events `ids`, read up to `last`; `full` when more
+    /// may be waiting. `bad` are rows that could not be sent (not JSON
+    /// objects), rejected here.
     WsSent {
         last: Option<Cursor>,
-        count: u64,
+        ids: Vec<String>,
         full: bool,
         bad: Vec<(String, Verdict)>,
     },

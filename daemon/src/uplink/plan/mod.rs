@@ -9,7 +9,10 @@
 //! an answer. Time comes in with the calls; jitter comes from the injected
 //! source, so tests replay exactly.
 
+mod batches;
 mod event;
+mod link;
+mod session;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -23,12 +26,10 @@ use kitty_store::outbox::{Cursor, Verdict};
 use serde_json::Value;
 
 pub use event::{Action, BatchFailure, Config, Counters, Event, Failure, Path, Report};
+use state::Batches;
 pub use state::State;
-use state::{Batches, Link};
 
-use super::backoff;
 use super::target::Target;
-use super::ws::Inbound;
 
 /// After this many failed WebSocket attempts in a row the state is `OfflineBatchMode`.
 pub const WS_FAILURES_FOR_BATCH_MODE: u32 = 10;
@@ -147,10 +148,10 @@ impl Planner {
             Event::WsFailed(f) => self.ws_down(now, f, &mut out),
             Event::WsSent {
                 last,
-                count,
+                ids,
                 full,
                 bad,
-            } => self.ws_sent(now, last, count, full, bad),
+            } => self.ws_sent(now, last, ids, full, bad),
             Event::Frame(inbound) => self.frame(now, inbound, &mut out),
             Event::Unauthorized(path) => self.unauthorized(now, path, &mut out),
             Event::BatchEmpty => self.batch.wanted = false,
@@ -167,38 +168,8 @@ impl Planner {
                 None => {}
             },
             Event::Probed { reachable } => self.probed(now, reachable),
-            Event::Applied { counts, at } => {
-                let c = &mut self.counters;
-                c.delivered += counts.delivered;
-                c.duplicates += counts.duplicates;
-                c.rejected += counts.rejected;
-                if counts.delivered + counts.duplicates > 0 {
-                    self.last_sync_at = Some(at);
-                }
-                if counts.dead > 0 {
-                    tracing::warn!(
-                        dead = counts.dead,
-                        "events rejected five times moved to dead_letter"
-                    );
-                }
-                if counts.rejected > 0 {
-                    tracing::warn!(
-                        rejected = counts.rejected,
-                        "the server rejected events; they stay queued"
-                    );
-                }
-            }
-            Event::ApplyFailed {
-                mut verdicts,
-                message,
-            } => {
-                tracing::error!("cannot apply the server's results: {message}");
-                // Keep them, oldest first: the next attempt may succeed, and re-sending is safe.
-                verdicts.append(&mut self.pending);
-                verdicts.truncate(MAX_PENDING);
-                self.pending = verdicts;
-                self.apply_at = now + APPLY_RETRY;
-            }
+            Event::Applied { counts, at } => self.applied(counts, at),
+            Event::ApplyFailed { verdicts, message } => self.apply_failed(now, verdicts, message),
         }
         out
     }
@@ -333,244 +304,5 @@ impl Planner {
             counters: self.counters.clone(),
             server_acks: self.server_acks,
         }
-    }
-
-    // ---- transitions ----
-
-    fn configure(&mut self, now: Instant, c: Config, out: &mut Vec<Action>) {
-        if c.flush_interval != self.config.flush_interval {
-            self.batch.flush_at = self.batch.flush_at.min(now + c.flush_interval);
-        }
-        let server_changed = c.target != self.config.target;
-        self.config = c;
-        if !server_changed {
-            return;
-        }
-        match &self.config.target {
-            Ok(t) => tracing::info!(server = %t.base, "server changed; reconnecting"),
-            Err(e) => self.last_error = Some(e.clone()),
-        }
-        // A new server: start over with it, except that a refused session stays refused.
-        if !matches!(self.state, State::AuthRequired { .. }) {
-            self.leave_link(now, out);
-        }
-        self.batch = Batches::due(now, self.batch.flush_at);
-        self.cursor = None;
-        self.ws_pending = false;
-        self.unreachable = false;
-        self.refresh_for = None;
-    }
-
-    /// Closes the WebSocket, if open; the state is `Offline` with a try due now.
-    fn leave_link(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.state.is_connected() {
-            out.push(Action::CloseWs);
-        }
-        self.state = State::Offline { next_ws: now };
-    }
-
-    fn credentials_back(&mut self, now: Instant) {
-        if let State::AuthRequired { .. } = self.state {
-            tracing::info!("credentials changed; trying the new session");
-            self.state = State::Offline { next_ws: now };
-            self.batch = Batches::due(now, self.batch.flush_at);
-            self.fresh_token = false;
-        }
-    }
-
-    fn session_over(&mut self, why: String, out: &mut Vec<Action>) {
-        tracing::warn!("{why}; waiting for a new login (the queue keeps every event)");
-        if self.state.is_connected() {
-            out.push(Action::CloseWs);
-        }
-        self.last_error = Some(why.clone());
-        self.state = State::AuthRequired { why };
-        self.refresh_for = None;
-    }
-
-    fn ws_opened(&mut self, now: Instant) {
-        tracing::info!("WebSocket connected");
-        self.state = State::Connected(Link {
-            heard: now,
-            pinged: now,
-        });
-        self.fresh_token = false;
-        self.unreachable = false;
-        self.ws_pending = true;
-        self.pongs.clear();
-        self.last_error = None;
-    }
-
-    /// One more failed WebSocket attempt (or a link lost): back off, and let
-    /// batches carry the events meanwhile.
-    fn ws_down(&mut self, now: Instant, f: Failure, out: &mut Vec<Action>) {
-        if matches!(self.state, State::AuthRequired { .. }) {
-            return;
-        }
-        if self.state.is_connected() {
-            out.push(Action::CloseWs);
-        } else {
-            self.fresh_token = false;
-        }
-        let failures = self.state.ws_failures() + 1;
-        let delay = backoff::delay(failures, (self.jitter)());
-        self.state = State::down(failures, now + delay);
-        self.set_unreachable(now, f.unreachable);
-        self.batch.wanted = true;
-        tracing::warn!(failures, retry_in = ?delay, "WebSocket: {}", f.message);
-        self.last_error = Some(f.message);
-    }
-
-    fn ws_sent(
-        &mut self,
-        now: Instant,
-        last: Option<Cursor>,
-        count: u64,
-        full: bool,
-        bad: Vec<(String, Verdict)>,
-    ) {
-        if !self.state.is_connected() {
-            return;
-        }
-        self.cursor = last.or(self.cursor);
-        self.counters.sent_ws += count;
-        self.pending.extend(bad);
-        self.ws_pending = full;
-        // A server that acknowledges gets time to; without acks a batch confirms.
-        if count > 0 && self.batch.confirm_at.is_none() {
-            let interval = self.config.batch_interval;
-            let wait = if self.server_acks {
-                ACK_GRACE.max(interval)
-            } else {
-                interval
-            };
-            self.batch.confirm_at = Some(now + wait);
-        }
-    }
-
-    fn frame(&mut self, now: Instant, inbound: Inbound, out: &mut Vec<Action>) {
-        let State::Connected(link) = &mut self.state else {
-            return;
-        };
-        link.heard = now;
-        match inbound {
-            Inbound::Ping(ts) => {
-                if self.pongs.len() == MAX_PONGS {
-                    self.pongs.pop_front();
-                }
-                self.pongs.push_back(ts);
-            }
-            Inbound::Event(Some(remote)) => out.push(Action::Receive(remote)),
-            Inbound::Verdict(id, v) => {
-                self.server_acks = true;
-                self.pending.push((id, v));
-            }
-            Inbound::Event(None) | Inbound::Snapshot | Inbound::Other => {}
-        }
-    }
-
-    /// A 401 refreshes once; a 401 on the token just refreshed is a failure.
-    fn unauthorized(&mut self, now: Instant, path: Path, out: &mut Vec<Action>) {
-        if !std::mem::take(&mut self.fresh_token) {
-            self.refresh_for = Some(path);
-            return;
-        }
-        let f = Failure::answered("the server refused a freshly refreshed token (401)");
-        match path {
-            Path::Ws => self.ws_down(now, f, out),
-            Path::Batch => self.batch_backoff(now, f),
-        }
-    }
-
-    fn refreshed(&mut self, now: Instant) {
-        self.counters.refreshes += 1;
-        self.fresh_token = true;
-        match self.refresh_for.take() {
-            Some(Path::Ws) => self.state.retry_ws_by(now),
-            Some(Path::Batch) => self.batch.next_at = now,
-            None => {}
-        }
-    }
-
-    fn batch_answered(
-        &mut self,
-        now: Instant,
-        sent: u64,
-        full: bool,
-        verdicts: Vec<(String, Verdict)>,
-    ) {
-        self.counters.sent_batch += sent;
-        self.fresh_token = false;
-        self.unreachable = false;
-        let confirmed = verdicts
-            .iter()
-            .filter(|(_, v)| matches!(v, Verdict::Accepted | Verdict::Duplicate))
-            .count() as u64;
-        let complete = verdicts.len() as u64 == sent;
-        self.pending.extend(verdicts);
-        if confirmed == 0 {
-            // Nothing confirmed (empty results, all rejected): back off
-            // rather than send the same batch again at once.
-            let message = if complete {
-                "the server rejected every event of the batch".to_owned()
-            } else {
-                format!("the server confirmed none of {sent} events")
-            };
-            return self.batch_backoff(now, Failure::answered(message));
-        }
-        self.batch.failures = 0;
-        self.batch.next_at = now + self.config.batch_interval;
-        // More may wait: a full batch, or events rejected or left out this time.
-        self.batch.wanted = full || confirmed < sent;
-        if self.state.is_connected() {
-            self.last_error = None;
-        }
-    }
-
-    fn batch_failed(&mut self, now: Instant, sent: u64, failure: BatchFailure) {
-        self.counters.sent_batch += sent;
-        self.fresh_token = false;
-        match failure {
-            BatchFailure::RateLimited(wait) => {
-                tracing::info!(?wait, "rate limited by the server");
-                self.unreachable = false;
-                self.batch.next_at = now + wait.max(self.config.batch_interval);
-                self.last_error = Some(format!("rate limited; retrying in {}s", wait.as_secs()));
-            }
-            BatchFailure::Forbidden(why) => {
-                let message = format!("forbidden (403): {why}; the events stay queued");
-                self.batch_backoff(now, Failure::answered(message));
-            }
-            BatchFailure::Failed(f) => self.batch_backoff(now, f),
-        }
-    }
-
-    fn batch_backoff(&mut self, now: Instant, f: Failure) {
-        self.batch.failures += 1;
-        let delay = backoff::delay(self.batch.failures, (self.jitter)());
-        self.batch.next_at = now + delay.max(self.config.batch_interval);
-        self.set_unreachable(now, f.unreachable);
-        tracing::warn!(failures = self.batch.failures, retry_in = ?delay, "batch: {}", f.message);
-        self.last_error = Some(f.message);
-    }
-
-    /// Whether the last failure was not reaching the server; probing starts a second later.
-    fn set_unreachable(&mut self, now: Instant, unreachable: bool) {
-        if unreachable && !self.unreachable {
-            self.next_probe = now + PROBE_EVERY;
-        }
-        self.unreachable = unreachable;
-    }
-
-    /// A cheap TCP connect got through: retry now, not after the backoff.
-    fn probed(&mut self, now: Instant, reachable: bool) {
-        if !reachable || !self.unreachable {
-            return;
-        }
-        tracing::info!("the server is reachable again");
-        self.unreachable = false;
-        self.state.retry_ws_by(now);
-        self.batch.next_at = self.batch.next_at.min(now);
-        self.batch.wanted = true;
     }
 }

@@ -1,6 +1,7 @@
 //! The uplink's connection state, with what each state needs, and the batch
 //! schedule that runs alongside it.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::WS_FAILURES_FOR_BATCH_MODE;
@@ -38,6 +39,19 @@ pub struct Link {
     /// Anything arrived: a link silent for a minute is dead.
     pub heard: Instant,
     pub pinged: Instant,
+    /// Events sent on this connection and not yet settled: the only ones
+    /// whose ack or error counts.
+    pub in_flight: HashSet<String>,
+}
+
+impl Link {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            heard: now,
+            pinged: now,
+            in_flight: HashSet::new(),
+        }
+    }
 }
 
 impl State {
