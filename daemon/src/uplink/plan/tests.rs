@@ -34,6 +34,8 @@ pub(super) struct Sim {
     pub report: Option<Report>,
     /// Events that happen every so often whatever the planner does, and when next.
     pub ticks: Option<(Duration, Vec<Event>, Instant)>,
+    /// Requests made since virtual time last moved: a loop if it grows.
+    same_instant: u32,
 }
 
 impl Sim {
@@ -53,6 +55,7 @@ impl Sim {
             jitter,
             report: None,
             ticks: None,
+            same_instant: 0,
         }
     }
 
@@ -76,7 +79,6 @@ impl Sim {
     /// The next request, letting virtual time pass up to `limit` from the
     /// start; `None` when the planner waits past it or for an event.
     pub fn request(&mut self, limit: Duration) -> Option<Action> {
-        let mut same_instant = 0;
         loop {
             for action in self.p.next(self.now) {
                 match action {
@@ -93,7 +95,7 @@ impl Sim {
                             for e in events.clone() {
                                 self.p.on(self.now, e);
                             }
-                            same_instant = 0;
+                            self.same_instant = 0;
                             continue;
                         }
                         if t - self.t0 > limit {
@@ -102,11 +104,11 @@ impl Sim {
                         }
                         self.now = t;
                         self.p.on(self.now, Event::Timer);
-                        same_instant = 0;
+                        self.same_instant = 0;
                     }
                     other => {
-                        same_instant += 1;
-                        assert!(same_instant < 10_000, "a loop without time passing");
+                        self.same_instant += 1;
+                        assert!(self.same_instant < 10_000, "a loop without time passing");
                         return Some(other);
                     }
                 }

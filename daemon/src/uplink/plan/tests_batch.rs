@@ -139,6 +139,17 @@ fn websocket_sends_are_confirmed_by_a_batch_one_interval_later() {
 }
 
 #[test]
+fn sync_now_posts_a_batch_at_once_while_connected() {
+    let mut s = Sim::new(config(5, 300));
+    s.expect(secs(1.0));
+    s.on(Event::WsOpened);
+    s.run(secs(100.0), online());
+    s.on(Event::SyncRequested);
+    s.until(secs(101.0), |a| *a == Action::PostBatch, online());
+    assert_eq!(s.at(), secs(100.0));
+}
+
+#[test]
 fn retry_after_is_honoured_and_the_batch_interval_still_applies() {
     for (interval, retry_after, want) in [(1, 7.0, 7.0), (5, 1.0, 5.0), (0, 3600.0, 3600.0)] {
         let mut s = Sim::new(config(interval, 86_400));
