@@ -157,7 +157,15 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
                 ),
                 _ => (None, None, None),
             };
-            tracing::debug!(status = status.as_u16(), "rejected a request: {e}");
+            // The code and the rule, not the message: a JSON error can quote the body.
+            tracing::debug!(
+                status = status.as_u16(),
+                error = e.code(),
+                field = field.as_deref(),
+                rule = rule.as_deref(),
+                index,
+                "rejected a request"
+            );
             let body = ErrorBody {
                 error: e.code().into(),
                 message: e.to_string(),

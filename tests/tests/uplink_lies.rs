@@ -154,3 +154,112 @@ fn an_ack_that_says_rejected_or_nothing_readable_is_not_an_acceptance() {
     assert_eq!(dead_letter_rows(&home), 0);
     d.stop_gracefully();
 }
+
+/// Waits until the daemon's log holds every one of `needles`, or until
+/// anything reaches `elsewhere` (which the caller then reports).
+fn wait_log_or_leak(d: &Daemon, elsewhere: &SaasDev, needles: &[&str]) {
+    wait_until(
+        &format!("the daemon to log {needles:?}"),
+        DRAIN_GUARD,
+        || {
+            if elsewhere.counters().api_requests > 0 {
+                return Ok(());
+            }
+            let log = d.log();
+            match needles.iter().find(|n| !log.contains(**n)) {
+                None => Ok(()),
+                Some(missing) => Err(format!("no {missing:?} yet")),
+            }
+        },
+    );
+}
+
+#[test]
+fn redirected_batches_and_websocket_upgrades_are_refused_and_reach_no_other_origin() {
+    let home = TestHome::new();
+    let elsewhere = SaasDev::start(home.root(), &[]);
+    let server = SaasDev::start(home.root(), &[]);
+    server.set_faults(json!({"redirect": {"batch": elsewhere.url(), "ws": elsewhere.url()}}));
+    configure(&home, &server, 0, 300, true);
+    let d = home.start_daemon();
+    let api = d.api();
+    api.emit_many(5, &|i| status_draft(i as u32));
+    api.sync_now();
+    wait_log_or_leak(
+        &d,
+        &elsewhere,
+        &[
+            "the batch POST was answered 307 Temporary Redirect",
+            "the WebSocket upgrade was answered 307 Temporary Redirect",
+        ],
+    );
+    let c = elsewhere.counters();
+    assert_eq!(c.api_requests, 0, "nothing reached the other origin: {c:?}");
+    let up = api.uplink();
+    assert!(
+        up.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("follows no redirects")),
+        "status says why: {up:?}"
+    );
+    assert_eq!(home.db().count(), 5, "nothing deleted");
+    assert_eq!(up.delivered, 0, "{up:?}");
+
+    server.set_faults(json!({"redirect": {}}));
+    api.sync_now();
+    wait_delivered(&server, &home, 5, DRAIN_GUARD);
+    assert_eq!(elsewhere.counters().api_requests, 0);
+    d.stop_gracefully();
+}
+
+#[test]
+fn redirected_login_refresh_and_ws_token_are_refused_and_reach_no_other_origin() {
+    let home = TestHome::new();
+    let elsewhere = SaasDev::start(home.root(), &[]);
+    let server = SaasDev::start(home.root(), &[]);
+    write_sync_config(&home, &server.url(), 0, 300);
+
+    server.set_faults(json!({"redirect": {"token": elsewhere.url()}}));
+    let out = home.client_stdin(
+        &[
+            "login",
+            "--server",
+            &server.url(),
+            "--username",
+            USER,
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.code(), Some(1), "a redirected login fails: {out:?}");
+    assert!(credentials_text(&home).is_none(), "and writes nothing");
+
+    // Access tokens live 2 s, so the daemon soon has to refresh.
+    server.set_faults(json!({
+        "access_ttl_secs": 2,
+        "redirect": {"refresh": elsewhere.url(), "ws-token": elsewhere.url(), "batch": elsewhere.url()},
+    }));
+    login(&home, &server.url(), USER, PASSWORD);
+    let refresh_before = credentials_field(&home, "refresh");
+    let d = home.start_daemon();
+    let api = d.api();
+    api.emit_many(5, &|i| status_draft(i as u32));
+    api.sync_now();
+    wait_log_or_leak(
+        &d,
+        &elsewhere,
+        &[
+            "ws-token was answered 307 Temporary Redirect",
+            "the token refresh was answered 307 Temporary Redirect",
+        ],
+    );
+    let c = elsewhere.counters();
+    assert_eq!(c.api_requests, 0, "nothing reached the other origin: {c:?}");
+    assert_eq!(home.db().count(), 5, "nothing deleted");
+    assert_eq!(
+        credentials_field(&home, "refresh"),
+        refresh_before,
+        "no refresh happened"
+    );
+    d.stop_gracefully();
+}

@@ -125,6 +125,13 @@ impl Auth {
             .await
             .map_err(AuthError::transient)?;
         let status = res.status();
+        if let Some(message) = super::redirect::refused("the token refresh", status, res.headers())
+        {
+            return Err(AuthError::Transient {
+                message,
+                connect: false,
+            });
+        }
         let body = read_limited(res).await?;
         match status {
             StatusCode::OK => {}
@@ -195,6 +202,12 @@ impl Auth {
             .await
             .map_err(AuthError::transient)?;
         let status = res.status();
+        if let Some(message) = super::redirect::refused("ws-token", status, res.headers()) {
+            return Err(AuthError::Transient {
+                message,
+                connect: false,
+            });
+        }
         let body = read_limited(res).await?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(AuthError::Unauthorized);

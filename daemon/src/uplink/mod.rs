@@ -35,6 +35,7 @@ mod batch;
 mod driver;
 mod envelope;
 pub mod plan;
+mod redirect;
 mod status;
 mod target;
 mod ws;

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use kitty_proto::api::UplinkStatus;
+use kitty_proto::api::{InFlight, UplinkStatus};
 use kitty_proto::rules::format_utc;
 use tokio::sync::Notify;
 
@@ -37,6 +37,14 @@ impl UplinkShared {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// Shows `what` as in flight from now until the guard is dropped, so a
+    /// slow request is visible as such (and not as the last error before it).
+    pub fn in_flight(&self, what: String) -> InFlightGuard {
+        let since = format_utc(Utc::now());
+        self.update(|s| s.in_flight = Some(InFlight { what, since }));
+        InFlightGuard(self.clone())
+    }
+
     /// Shows the planner's report; `now` and `wall` are the same moment on
     /// the two clocks, to turn the next retry into a time of day.
     pub fn publish(&self, r: Report, now: Instant, wall: DateTime<Utc>) {
@@ -56,5 +64,14 @@ impl UplinkShared {
             s.refreshes = r.counters.refreshes;
             s.server_acks = r.server_acks;
         });
+    }
+}
+
+/// Clears `in_flight` when the request is over, however it ended.
+pub struct InFlightGuard(UplinkShared);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.update(|s| s.in_flight = None);
     }
 }

@@ -65,8 +65,10 @@ pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
             return Err(WsError::Unauthorized);
         }
         Ok(Err(tungstenite::Error::Http(res))) => {
+            let message = super::redirect::refused_upgrade(res.status(), res.headers())
+                .unwrap_or_else(|| format!("the WebSocket upgrade was answered {}", res.status()));
             return Err(WsError::Failed {
-                message: format!("the WebSocket upgrade was answered {}", res.status()),
+                message,
                 connect: false,
             });
         }

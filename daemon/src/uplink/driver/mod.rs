@@ -22,6 +22,11 @@ use crate::uplink::{UplinkCtx, backoff};
 const WS_CHUNK: u32 = 1000;
 /// Frames taken at once after a request (acks come in bursts); the rest wait.
 const MAX_DRAIN: usize = 10_000;
+/// The longest one request to the server may take, answer included. The
+/// driver waits for it (nothing else moves meanwhile), so: short, and well
+/// inside the minute of silence after which the WebSocket counts as dead.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Driver {
     ctx: UplinkCtx,
@@ -41,8 +46,10 @@ impl Driver {
                 .await
                 .map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // See redirect.rs: a 3xx is an error, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kitty-syncd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;

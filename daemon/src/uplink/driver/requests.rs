@@ -15,6 +15,8 @@ impl Driver {
         let Some(target) = self.target() else {
             return Some(self.link_lost("no usable server_url".into()));
         };
+        // Shown in status while it lasts (not the planner's: it is about I/O under way).
+        let _busy = self.ctx.shared.in_flight("opening the WebSocket".into());
         let token = match self.auth.ws_token(&target).await {
             Ok(t) => t,
             Err(e) => return Some(auth_failed(Path::Ws, e)),
@@ -78,6 +80,7 @@ impl Driver {
         let Some(target) = self.target() else {
             return Event::BatchEmpty;
         };
+        let _busy = (self.ctx.shared).in_flight(format!("a batch POST of {} events", rows.len()));
         let token = match self.auth.access() {
             Ok(t) => t,
             Err(e) => return auth_failed(Path::Batch, e),
