@@ -1,6 +1,6 @@
 //! Waiting for the next thing to happen, and what arrives on the WebSocket.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -12,10 +12,18 @@ impl Driver {
     /// Waits for the next thing to happen: a timer, a commit, a frame,
     /// `sync now`, a settings change or shutdown.
     pub(super) async fn wait(&mut self, until: Option<Instant>) -> Vec<Event> {
-        if *self.ctx.shutdown.borrow() {
+        let stopping = |ctx: &crate::uplink::UplinkCtx| {
+            // A shutdown sender that is gone means the daemon is going too.
+            *ctx.shutdown.borrow() || ctx.shutdown.has_changed().is_err()
+        };
+        if stopping(&self.ctx) {
             return vec![Event::Shutdown];
         }
         let Self { ctx, ws, .. } = self;
+        // A sender that is gone (its task ended) is never heard from again:
+        // leave it out rather than wake on it over and over.
+        let settings_alive = ctx.settings.has_changed().is_ok();
+        let committed_alive = ctx.committed.has_changed().is_ok();
         let sync_now = ctx.shared.sync_now.clone();
         let frame = async {
             match ws {
@@ -29,22 +37,16 @@ impl Driver {
                 None => std::future::pending().await,
             }
         };
-        // A sender that is gone (its task ended) is never heard from again.
         let woke = tokio::select! {
-            r = ctx.shutdown.changed() => if r.is_ok() { Woke::Shutdown } else { Woke::Gone },
-            r = ctx.settings.changed() => if r.is_ok() { Woke::Settings } else { Woke::Gone },
-            r = ctx.committed.changed() => if r.is_ok() { Woke::Committed } else { Woke::Gone },
+            _ = ctx.shutdown.changed() => Woke::Shutdown,
+            _ = ctx.settings.changed(), if settings_alive => Woke::Settings,
+            _ = ctx.committed.changed(), if committed_alive => Woke::Committed,
             _ = sync_now.notified() => Woke::Sync,
             item = frame => Woke::Frame(item),
             _ = timer => Woke::Timer,
         };
         match woke {
-            Woke::Shutdown | Woke::Gone if *self.ctx.shutdown.borrow() => vec![Event::Shutdown],
-            // The writer or the watcher ended: shutdown is near; do not spin on it.
-            Woke::Gone => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                vec![Event::Timer]
-            }
+            Woke::Shutdown if stopping(&self.ctx) => vec![Event::Shutdown],
             Woke::Shutdown => vec![],
             Woke::Settings => self.settings_events(),
             Woke::Committed => vec![Event::Committed],
@@ -105,7 +107,6 @@ impl Driver {
 
 enum Woke {
     Shutdown,
-    Gone,
     Settings,
     Committed,
     Sync,
