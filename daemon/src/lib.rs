@@ -2,18 +2,21 @@
 //! the delivery of its events.
 //!
 //! A request flows one way through these modules:
-//! [`server`] (read and validate, with `kitty_proto`) → [`writer`] (stamp and
+//! [`server`] (read and validate, with `kitty_proto`; [`accept`] decides who
+//! gets a connection, [`socket_guard`] keeps the socket file) → [`writer`] (stamp and
 //! group-commit through the `kitty_store` ledger) → answer. Around them:
 //! [`startup`] claims the home and recovers the clock, [`checkpoint`] keeps
 //! clock.json current, [`spool`] queues what clients left while we were not
 //! answering, [`settings`] follows config.toml and credentials, and
 //! [`status`] reports all of it.
 
+pub mod accept;
 pub mod checkpoint;
 pub mod logging;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod socket_guard;
 pub mod spool;
 pub mod startup;
 pub mod status;
