@@ -93,7 +93,6 @@ impl Planner {
             state,
             // Whatever waits in the queue from before goes out at once.
             batch: Batches::due(now, now + config.flush_interval),
-            config,
             cursor: None,
             ws_pending: false,
             unreachable: false,
@@ -105,11 +104,12 @@ impl Planner {
             pongs: VecDeque::new(),
             stopping: false,
             server_acks: false,
-            last_error: None,
+            last_error: config.target.as_ref().err().cloned(),
             last_sync_at: None,
             counters: Counters::default(),
             published: None,
             jitter,
+            config,
         }
     }
 

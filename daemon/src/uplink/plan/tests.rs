@@ -507,6 +507,17 @@ fn a_new_server_url_starts_over_and_an_unusable_one_waits_for_the_next() {
 }
 
 #[test]
+fn an_unusable_server_url_at_start_says_why() {
+    let mut bad = config(5, 300);
+    bad.target = Target::parse("http://example.com");
+    let mut s = Sim::new(bad);
+    assert_eq!(s.request(secs(3600.0)), None);
+    let r = s.published();
+    assert_eq!(r.state, "Offline");
+    assert!(r.last_error.unwrap().contains("use https"));
+}
+
+#[test]
 fn shutdown_applies_what_is_pending_closes_the_websocket_and_stops() {
     let mut s = Sim::new(config(5, 300));
     s.expect(secs(1.0));
