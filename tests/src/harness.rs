@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::{AssertSqlSafe, Connection};
 
+pub mod user_manager;
+
 /// The longest any single wait in a test may take before the test fails.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
@@ -256,9 +258,16 @@ impl Default for TestHome {
 impl TestHome {
     /// A fresh, empty home (`<root>/home`, mode 0700).
     pub fn new() -> Self {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh home whose root is a new directory in `dir` (for a home that
+    /// must not be under /tmp, e.g. for a unit with `PrivateTmp=yes`).
+    pub fn new_in(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create the parent of a test home");
         let tmp = tempfile::Builder::new()
             .prefix("ks")
-            .tempdir()
+            .tempdir_in(dir)
             .expect("tempdir");
         let home = tmp.path().join("home");
         fs::create_dir(&home).expect("create home");
