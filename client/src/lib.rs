@@ -11,6 +11,7 @@ pub mod login;
 pub mod queue_cmd;
 pub mod status;
 pub mod sync;
+pub mod tail;
 pub mod transport;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //!
 //! - `POST /v1/events`: one event or an array of up to 1,000 → 202 once committed.
 //! - `GET /v1/status`, `GET /v1/queue?limit=N`, `GET /v1/health`.
+//! - `GET /v1/feed`: what happens, as NDJSON (see [`crate::feed`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync", post(post_sync))
         .route("/v1/dead", get(get_dead))
         .route("/v1/dead/retry", post(post_dead_retry))
+        .route("/v1/feed", get(crate::feed::get_feed))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -197,3 +197,111 @@ pub struct ClockStatus {
     pub value: u64,
     pub node_id: String,
 }
+
+/// The socket API's protocol: raised whenever a request or an answer changes
+/// in a way an older client or daemon would misread. A client that finds
+/// another number in an answer says the daemon needs a restart.
+pub const PROTOCOL: u32 = 2;
+/// What a daemon from before protocol numbers speaks (its answers carry none).
+pub const PROTOCOL_UNNUMBERED: u32 = 1;
+
+fn protocol_unnumbered() -> u32 {
+    PROTOCOL_UNNUMBERED
+}
+
+/// One line of `GET /v1/feed` (NDJSON: one JSON object per line, as things
+/// happen): `{"at": "...", "kind": "...", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedLine {
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    #[serde(flatten)]
+    pub event: FeedEvent,
+}
+
+/// What a feed line reports, by its `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedEvent {
+    /// The first line of every feed.
+    Hello {
+        version: String,
+        #[serde(default = "protocol_unnumbered")]
+        protocol: u32,
+        pid: u32,
+        /// The connection state right now.
+        state: String,
+    },
+    /// An event committed to queue.db by the daemon.
+    Committed {
+        event_id: String,
+        event_type: String,
+        aggregate_id: String,
+        lamport_clock: u64,
+        /// How it came in: `daemon` (a socket request) or `spool`.
+        path: String,
+        /// The event_id was already queued; nothing new was stored.
+        #[serde(default)]
+        duplicate: bool,
+    },
+    /// The server confirmed an event: `status` is `accepted` or `duplicate`.
+    Confirmed {
+        event_id: String,
+        status: String,
+        /// `websocket` (an ack) or `batch` (a batch result).
+        via: String,
+    },
+    /// The server (or, for unreadable stored data, the daemon) refused an event;
+    /// it stays queued until its fifth rejection.
+    Rejected {
+        event_id: String,
+        error: String,
+        /// `websocket`, `batch`, or `daemon`.
+        via: String,
+    },
+    /// An event moved to `dead_letter` after its fifth rejection.
+    Dead { event_id: String },
+    /// The connection state changed.
+    State {
+        state: String,
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// This reader fell behind (or, first thing with `since_start`, the
+    /// history no longer holds them): this many lines were not sent to it.
+    Missed { missed: u64 },
+    /// The daemon is shutting down; the feed ends after this line.
+    Stopping,
+    /// A kind this build does not know (from a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_lines_are_flat_objects_tagged_by_kind() {
+        let line = FeedLine {
+            at: "2026-02-04T13:47:09.123456+00:00".into(),
+            event: FeedEvent::Confirmed {
+                event_id: "01J0".into(),
+                status: "duplicate".into(),
+                via: "batch".into(),
+            },
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            text,
+            r#"{"at":"2026-02-04T13:47:09.123456+00:00","kind":"confirmed","event_id":"01J0","status":"duplicate","via":"batch"}"#
+        );
+        assert_eq!(serde_json::from_str::<FeedLine>(&text).unwrap(), line);
+        let stopping: FeedLine = serde_json::from_str(r#"{"at":"t","kind":"stopping"}"#).unwrap();
+        assert_eq!(stopping.event, FeedEvent::Stopping);
+        // A newer daemon's kind is read, not refused.
+        let newer: FeedLine =
+            serde_json::from_str(r#"{"at":"t","kind":"something_new","x":1}"#).unwrap();
+        assert_eq!(newer.event, FeedEvent::Unknown);
+    }
+}

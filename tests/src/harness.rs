@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::{AssertSqlSafe, Connection};
 
+pub mod follow;
 pub mod user_manager;
 
 /// The longest any single wait in a test may take before the test fails.

@@ -36,6 +36,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub use status::{State, UplinkShared};
 
+use crate::feed::Via;
 use crate::settings::SettingsRx;
 use crate::writer::WriterHandle;
 use auth::{Auth, AuthError};
@@ -371,6 +372,7 @@ impl Uplink {
         let team = self.auth.team();
         match ws.send_rows(&rows, team.as_deref()).await {
             Ok(bad) => {
+                self.ctx.shared.feed.verdicts(&bad, Via::Daemon);
                 let last = rows.last().expect("not empty");
                 self.ws_cursor = Some((last.timestamp, last.id));
                 let n = rows.len() as u64;
@@ -400,6 +402,7 @@ impl Uplink {
         let verdicts = std::mem::take(&mut self.verdicts);
         match outbox::apply(&mut self.conn, &verdicts).await {
             Ok(a) => {
+                self.ctx.shared.feed.dead(&a.dead_ids);
                 let confirmed = a.delivered + a.duplicates;
                 let now = chrono::Utc::now();
                 self.ctx.shared.update(|s| {
@@ -465,6 +468,7 @@ impl Uplink {
         self.ctx.shared.update(|s| s.sent_batch += n);
         match result {
             Ok(verdicts) => {
+                self.ctx.shared.feed.verdicts(&verdicts, Via::Batch);
                 let progress = verdicts
                     .iter()
                     .filter(|(_, v)| matches!(v, Verdict::Accepted | Verdict::Duplicate))
@@ -676,6 +680,7 @@ impl Uplink {
                     Inbound::Event(Some(remote)) => self.ctx.writer.receive(remote).await,
                     Inbound::Verdict(id, v) => {
                         self.server_acks = true;
+                        self.ctx.shared.feed.verdict(&id, &v, Via::WebSocket);
                         self.verdicts.push((id, v));
                     }
                     Inbound::Event(None) | Inbound::Snapshot | Inbound::Other => {}
