@@ -176,6 +176,7 @@ fn emit(args: EmitArgs) -> ExitCode {
             } else {
                 println!("{}", emitted.event_id);
             }
+            kitty_sync::staleness::after_emit(client.home(), &emitted);
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {

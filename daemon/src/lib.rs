@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod feed;
+pub mod health;
 pub mod logging;
 pub mod server;
 pub mod service;

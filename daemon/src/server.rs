@@ -42,6 +42,7 @@ pub struct AppState {
     pub node_id: String,
     pub started: Instant,
     pub uplink: crate::uplink::UplinkShared,
+    pub health: crate::health::Cache,
 }
 
 /// The connecting process, from the kernel (SO_PEERCRED), not from anything it says.
@@ -187,6 +188,7 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
                 status: "queued".into(),
                 events: accepted,
                 version: VERSION.into(),
+                health: crate::health::hint(&state).await,
             };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }

@@ -150,6 +150,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         node_id,
         started,
         uplink: uplink_shared,
+        health: Default::default(),
     };
     let mut stop_rx = shutdown_rx.clone();
     let mut server = tokio::spawn(server::serve(listener, state.clone(), async move {

@@ -14,6 +14,54 @@ pub struct EmitResponse {
     pub status: String,
     pub events: Vec<Accepted>,
     pub version: String,
+    /// Whether what was just queued is on its way; absent from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<DeliveryHealth>,
+}
+
+/// Whether queued events are getting to the server: carried by the 202 of
+/// `POST /v1/events` (so `emit` needs no second request) and by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryHealth {
+    /// The connection state (`Connected`, ..., `AuthRequired`).
+    pub state: String,
+    /// Events waiting in the queue.
+    pub depth: u64,
+    /// Age of the oldest of them, seconds.
+    pub oldest_age_secs: Option<u64>,
+    /// `[sync] stale_after_secs`: older than this is stuck (0: never).
+    pub stale_after_secs: u64,
+}
+
+/// Why delivery is stuck.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stuck {
+    /// The server refused the session: nothing goes out until a new login.
+    AuthRequired,
+    /// The oldest waiting event is older than the threshold.
+    Old { age_secs: u64, threshold_secs: u64 },
+}
+
+impl DeliveryHealth {
+    /// Stuck = events wait and either the session is over or the oldest of
+    /// them has waited longer than `stale_after_secs`.
+    pub fn stuck(&self) -> Option<Stuck> {
+        if self.depth == 0 {
+            return None;
+        }
+        if self.state == "AuthRequired" {
+            return Some(Stuck::AuthRequired);
+        }
+        match self.oldest_age_secs {
+            Some(age) if self.stale_after_secs > 0 && age > self.stale_after_secs => {
+                Some(Stuck::Old {
+                    age_secs: age,
+                    threshold_secs: self.stale_after_secs,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +150,9 @@ pub struct Status {
     /// Delivery to the server.
     #[serde(default)]
     pub uplink: UplinkStatus,
+    /// Whether delivery is stuck (a running daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<DeliveryHealth>,
 }
 
 /// What the uplink is doing; `state` is also `Status::connection`.
@@ -280,6 +331,35 @@ pub enum FeedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stuck_means_events_wait_without_a_session_or_too_long() {
+        let h = |state: &str, depth, age| DeliveryHealth {
+            state: state.into(),
+            depth,
+            oldest_age_secs: age,
+            stale_after_secs: 3600,
+        };
+        assert_eq!(h("Connected", 3, Some(10)).stuck(), None);
+        assert_eq!(h("AuthRequired", 0, None).stuck(), None, "nothing waits");
+        assert_eq!(
+            h("AuthRequired", 1, Some(0)).stuck(),
+            Some(Stuck::AuthRequired)
+        );
+        assert_eq!(h("Connected", 5, Some(3600)).stuck(), None);
+        assert_eq!(
+            h("Reconnecting", 5, Some(3601)).stuck(),
+            Some(Stuck::Old {
+                age_secs: 3601,
+                threshold_secs: 3600
+            })
+        );
+        let off = DeliveryHealth {
+            stale_after_secs: 0,
+            ..h("Offline", 5, Some(99_999))
+        };
+        assert_eq!(off.stuck(), None, "0 turns the age check off");
+    }
 
     #[test]
     fn feed_lines_are_flat_objects_tagged_by_kind() {

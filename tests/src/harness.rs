@@ -55,6 +55,9 @@ pub const SERVICE_MANAGER_VARS: &[&str] = &[
 
 /// Exit code of `status` when no daemon answers.
 pub const EXIT_NOT_RUNNING: i32 = 3;
+/// Exit code of `status` when the daemon runs but delivery is stuck (events
+/// queued while it needs a login, or older than `[sync] stale_after_secs`).
+pub const EXIT_STUCK: i32 = 4;
 /// `kitty-sync emit`: invalid input.
 pub const EXIT_DATAERR: i32 = 65;
 /// `kitty-sync emit`: queue full.
