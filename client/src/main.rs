@@ -93,12 +93,16 @@ enum QueueCommand {
 
 #[derive(Args)]
 struct EmitArgs {
-    /// One of the eight 028 event types (WPStatusChanged, WPCreated, ...).
+    /// One of the eight 028 event types (WPStatusChanged, WPCreated, ...), or another
+    /// PascalCase type with --aggregate-type and --aggregate-id (docs/DRAFTS.md).
     #[arg(required_unless_present = "envelope", conflicts_with = "envelope")]
     event_type: Option<String>,
     /// The aggregate (wp_id, feature_slug, or "error"); derived from the payload when left out.
     #[arg(long)]
     aggregate_id: Option<String>,
+    /// The aggregate's type (WorkPackage, Mission, Project, ...); derived for the 028 types.
+    #[arg(long)]
+    aggregate_type: Option<String>,
     /// The payload as a JSON object.
     #[arg(long, conflicts_with = "payload_file", required_unless_present_any = ["payload_file", "envelope"])]
     payload: Option<String>,
@@ -112,7 +116,7 @@ struct EmitArgs {
     #[arg(long)]
     project_slug: Option<String>,
     /// Relay a complete envelope from a file, or `-` for standard input.
-    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["aggregate_id", "payload", "payload_file", "causation_id", "project_uuid", "project_slug"])]
+    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["aggregate_id", "aggregate_type", "payload", "payload_file", "causation_id", "project_uuid", "project_slug"])]
     envelope: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
@@ -246,6 +250,7 @@ fn build_event(args: &EmitArgs) -> Result<String, String> {
     draft.insert("payload".into(), payload);
     for (key, value) in [
         ("aggregate_id", &args.aggregate_id),
+        ("aggregate_type", &args.aggregate_type),
         ("causation_id", &args.causation_id),
         ("project_uuid", &args.project_uuid),
         ("project_slug", &args.project_slug),

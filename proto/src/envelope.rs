@@ -9,19 +9,33 @@ use crate::rules::{self, Violation};
 /// An envelope the daemon builds. Field order follows the Python CLI's dict,
 /// so rows we write read like rows it writes.
 #[derive(Debug, Clone, Serialize)]
+/// The 3.x fields (schema_version, build_id, correlation_id, git_*, repo_slug)
+/// appear only when the draft set them.
 pub struct Envelope<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
     pub aggregate_id: &'a str,
     pub aggregate_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<&'a str>,
     pub payload: &'a Map<String, Value>,
     pub node_id: &'a str,
     pub lamport_clock: u64,
     pub causation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<&'a str>,
     pub timestamp: &'a str,
     pub team_slug: &'a str,
     pub project_uuid: Option<&'a str>,
     pub project_slug: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_branch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_commit_sha: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_slug: Option<&'a str>,
 }
 
 /// A complete envelope from another producer, checked and kept byte for byte.
@@ -49,11 +63,12 @@ pub fn validate_envelope(
     }
     let event_type = non_empty(obj, "event_type")?;
     non_empty(obj, "aggregate_id")?;
+    // Open, as for drafts of other types: the 3.x CLIs add Mission, Project, Build, ...
     let aggregate_type = required_str(obj, "aggregate_type")?;
-    if !matches!(aggregate_type, "WorkPackage" | "Feature") {
+    if !rules::is_pascal_case(aggregate_type) {
         return Err(Violation::new(
             "aggregate_type",
-            "must be WorkPackage or Feature",
+            "must be a PascalCase name such as WorkPackage, Feature, Mission or Project",
         ));
     }
     if !obj.get("payload").is_some_and(Value::is_object) {
@@ -170,7 +185,7 @@ mod tests {
             ("causation_id", json!("x"), "causation_id"),
             ("timestamp", json!("2026-02-04T13:47:09"), "timestamp"),
             ("team_slug", json!(""), "team_slug"),
-            ("aggregate_type", json!("Thing"), "aggregate_type"),
+            ("aggregate_type", json!("work package"), "aggregate_type"),
             ("event_type", json!(" "), "event_type"),
         ] {
             let mut v = sample();

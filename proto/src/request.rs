@@ -16,7 +16,8 @@ use crate::{MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST};
 /// One event of a request, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submission {
-    Draft(Draft),
+    /// Boxed: a draft is several times the size of an envelope's summary.
+    Draft(Box<Draft>),
     Envelope(RelayedEnvelope),
 }
 
@@ -128,7 +129,7 @@ pub fn parse_one(raw: &RawValue) -> Result<Submission, Violation> {
     if obj.contains_key("lamport_clock") {
         validate_envelope(raw.get(), &obj).map(Submission::Envelope)
     } else {
-        Draft::from_object(obj).map(Submission::Draft)
+        Draft::from_object(obj).map(|d| Submission::Draft(Box::new(d)))
     }
 }
 
@@ -245,6 +246,44 @@ mod tests {
             let draft = serde_json::json!({"event_type": ty.as_str(), "payload": v});
             if let Err(e) = parse_events_request(draft.to_string().as_bytes()) {
                 prop_assert_eq!(e.http_status(), 422);
+            }
+        }
+
+        /// Whatever a draft of any type carries, once accepted it stamps into an
+        /// envelope that passes the envelope rules (the uplink relays it as is).
+        #[test]
+        fn accepted_drafts_stamp_into_valid_envelopes(
+            ty in prop_oneof![
+                prop::sample::select(crate::payloads::EventType::ALL.map(|t| t.as_str().to_owned()).to_vec()),
+                "[A-Z][A-Za-z0-9]{0,8}",
+                "[A-Za-z_ \u{0}-\u{1f}]{0,8}",
+            ],
+            agg_type in prop::option::of(prop_oneof!["[A-Z][a-zA-Z]{0,8}", "[a-z ]{0,4}"]),
+            agg_id in prop::option::of(prop_oneof![Just("WP01".to_string()), "\\PC{0,12}", "[\u{0}-\u{20}]{0,3}"]),
+            occurred in prop::option::of(prop_oneof![
+                Just("2026-02-04T13:47:09+05:30".to_string()),
+                Just("2026-02-04T13:47:09.1Z".to_string()),
+                "[0-9T:.+Z-]{0,26}",
+            ]),
+            extra in prop::option::of((prop::sample::select(vec!["git_branch", "head_commit_sha", "schema_version", "correlation_id", "build_id", "repo_slug"]), "\\PC{0,20}")),
+            payload in arb_json(),
+        ) {
+            let mut d = serde_json::json!({"event_type": ty, "payload": payload});
+            if let Some(t) = agg_type { d["aggregate_type"] = t.into(); }
+            if let Some(id) = agg_id { d["aggregate_id"] = id.into(); }
+            if let Some(t) = occurred { d["occurred_at"] = t.into(); }
+            if let Some((k, v)) = extra { d[k] = v.into(); }
+            if let Ok(subs) = parse_events_request(d.to_string().as_bytes()) {
+                let Submission::Draft(draft) = &subs[0] else { panic!("a draft") };
+                let text = draft.stamp(&crate::draft::Stamp {
+                    event_id: "01HX5ZQK3M8N9P0R1S2T3V4W5X",
+                    lamport_clock: 1,
+                    node_id: "n",
+                    timestamp: "2026-02-04T13:47:09.123456+00:00",
+                    team_slug: "local",
+                });
+                let v: Value = serde_json::from_str(&text).unwrap();
+                prop_assert!(validate_envelope(&text, v.as_object().unwrap()).is_ok(), "{}", text);
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Lexical rules of CONTRACT.md §2 and the violation type that names them.
+//! Lexical rules of CONTRACT.md §2 and docs/DRAFTS.md, and the violation type that names them.
 
 use serde::Serialize;
 
@@ -79,6 +79,85 @@ pub fn is_iso8601(s: &str) -> bool {
         || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
+/// The longest event_type or aggregate_type name a draft may carry.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The longest free-text identifier (aggregate_id of another type, build_id,
+/// git_branch, repo_slug, project_slug, ...) a draft may carry, in bytes.
+pub const MAX_TEXT_LEN: usize = 256;
+
+/// `^[A-Z][A-Za-z0-9]*$`, at most [`MAX_NAME_LEN`] bytes: the names spec-kitty
+/// gives its event types (`MissionCreated`) and aggregates (`WorkPackage`).
+pub fn is_pascal_case(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_uppercase()
+        && b.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// A UUID: 8-4-4-4-12 hex digits, or the 32 digits bare (as spec-kitty-events accepts).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    match b.len() {
+        32 => b.iter().all(u8::is_ascii_hexdigit),
+        36 => b.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        }),
+        _ => false,
+    }
+}
+
+/// `^\d+\.\d+\.\d+$` with at most 6 digits a part: the envelope's `schema_version`.
+pub fn is_semver(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| (1..=6).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A git object name: 7 to 64 hex digits (abbreviated SHA-1 up to full SHA-256).
+pub fn is_git_sha(s: &str) -> bool {
+    (7..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Why `s` is not acceptable as a one-line identifier of at most `max` bytes,
+/// or `None` when it is. Control characters (NUL, newline, ESC, ...) and the
+/// bidirectional overrides that make text display other than it reads are
+/// refused: these strings end up in terminals, logs and dashboards.
+pub fn text_problem(s: &str, max: usize) -> Option<String> {
+    if s.trim().is_empty() {
+        return Some("must be a non-empty string".into());
+    }
+    if s.len() > max {
+        return Some(format!("must be at most {max} bytes (it is {})", s.len()));
+    }
+    if s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Some("must not contain control characters or bidirectional overrides".into());
+    }
+    None
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// An ISO-8601 date-time with its zone, carried as UTC: a value already in UTC
+/// is kept as written, another offset is converted (to microseconds, `+00:00`).
+pub fn to_utc_iso8601(s: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    if t.offset().local_minus_utc() == 0 {
+        Some(s.to_owned())
+    } else {
+        Some(format_utc(t.with_timezone(&chrono::Utc)))
+    }
+}
+
 /// The time stamp format of the Python CLI: `datetime.now(timezone.utc).isoformat()`.
 pub fn format_utc(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
@@ -120,5 +199,69 @@ mod tests {
         assert!(!is_iso8601("yesterday"));
         let s = format_utc(chrono::DateTime::from_timestamp(1_770_212_829, 123_456_000).unwrap());
         assert_eq!(s, "2026-02-04T13:47:09.123456+00:00");
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(is_pascal_case("MissionCreated"));
+        assert!(is_pascal_case("WPStatusChanged"));
+        assert!(is_pascal_case("Build2"));
+        assert!(!is_pascal_case("missionCreated"));
+        assert!(!is_pascal_case("Mission_Created"));
+        assert!(!is_pascal_case("Mission Created"));
+        assert!(!is_pascal_case(""));
+        assert!(!is_pascal_case("Ünicode"));
+        assert!(is_pascal_case(&"A".repeat(MAX_NAME_LEN)));
+        assert!(!is_pascal_case(&"A".repeat(MAX_NAME_LEN + 1)));
+    }
+
+    #[test]
+    fn id_rules() {
+        assert!(is_uuid("3f9a0c1b-2d4e-4f60-8a1b-2c3d4e5f6a7b"));
+        assert!(is_uuid("3f9a0c1b2d4e4f608a1b2c3d4e5f6a7b"));
+        assert!(!is_uuid("3f9a0c1b-2d4e-4f60-8a1b-2c3d4e5f6a7"));
+        assert!(!is_uuid("3f9a0c1b_2d4e_4f60_8a1b_2c3d4e5f6a7b"));
+        assert!(is_semver("3.0.0"));
+        assert!(!is_semver("3.0"));
+        assert!(!is_semver("3.0.0-rc1"));
+        assert!(!is_semver("v3.0.0"));
+        assert!(is_git_sha("0123abc"));
+        assert!(is_git_sha(&"a".repeat(40)));
+        assert!(!is_git_sha("012345"));
+        assert!(!is_git_sha("0123abg"));
+        assert!(!is_git_sha(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn text_rule() {
+        assert_eq!(text_problem("feature/x-1", 256), None);
+        assert_eq!(text_problem("élan", 256), None);
+        for bad in [
+            "",
+            " ",
+            "a\nb",
+            "a\u{0}b",
+            "\u{1b}[31mred",
+            "a\u{202E}b",
+            "a\u{85}b",
+        ] {
+            assert!(text_problem(bad, 256).is_some(), "{bad:?}");
+        }
+        assert!(text_problem(&"x".repeat(257), 256).is_some());
+    }
+
+    #[test]
+    fn occurred_at_becomes_utc() {
+        assert_eq!(
+            to_utc_iso8601("2026-02-04T13:47:09.5Z").as_deref(),
+            Some("2026-02-04T13:47:09.5Z")
+        );
+        assert_eq!(
+            to_utc_iso8601("2026-02-04T15:47:09.123456+02:00").as_deref(),
+            Some("2026-02-04T13:47:09.123456+00:00")
+        );
+        assert_eq!(to_utc_iso8601("2026-02-04T13:47:09"), None);
+        assert_eq!(to_utc_iso8601("2026-02-04"), None);
+        assert_eq!(to_utc_iso8601("yesterday"), None);
     }
 }

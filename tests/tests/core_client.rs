@@ -409,3 +409,41 @@ fn a_hung_daemon_makes_the_client_spool_and_the_event_lands_once() {
     }
     assert_eq!(d.api().status().spooled, 0);
 }
+
+#[test]
+fn emit_takes_another_event_type_with_its_aggregate_on_both_paths() {
+    let home = TestHome::new();
+    let args = [
+        "emit",
+        "MissionCreated",
+        "--aggregate-type",
+        "Mission",
+        "--aggregate-id",
+        "042-demo",
+        "--payload",
+        r#"{"mission_slug":"042-demo","wp_count":3}"#,
+        "--json",
+    ];
+    let without = home.client(&["emit", args[1], args[6], args[7]]);
+    without.assert_code(65);
+    assert!(without.stderr.contains("aggregate"), "{without}");
+    let mut paths = Vec::new();
+    for daemon in [false, true] {
+        let _d = daemon.then(|| home.start_daemon());
+        let out = home.client(&args);
+        out.assert_code(0);
+        let v: Value = out.json();
+        paths.push(v["path"].as_str().unwrap().to_owned());
+        let row = &home
+            .db()
+            .rows_with_event_id(v["event_id"].as_str().unwrap())[0];
+        let env = assert_valid_envelope(&row.data);
+        assert_eq!(env["aggregate_type"], "Mission", "{out}");
+        assert_eq!(env["aggregate_id"], "042-demo");
+        assert_eq!(
+            env["payload"],
+            json!({"mission_slug":"042-demo","wp_count":3})
+        );
+    }
+    assert_eq!(paths, ["direct", "daemon"]);
+}

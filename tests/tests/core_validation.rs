@@ -115,11 +115,18 @@ fn invalid_requests_are_rejected_with_the_field_and_change_nothing() {
 
     // Drafts.
     x(
-        "unknown event type",
-        &draft_with(|d| d["event_type"] = json!("WPExploded")),
+        "event type not PascalCase",
+        &draft_with(|d| d["event_type"] = json!("wp_exploded")),
         422,
         "invalid_event",
         Some("event_type"),
+    );
+    x(
+        "another event type without its aggregate_type",
+        &draft_with(|d| d["event_type"] = json!("WPExploded")),
+        422,
+        "invalid_event",
+        Some("aggregate_type"),
     );
     x(
         "missing field",
@@ -283,8 +290,8 @@ fn invalid_requests_are_rejected_with_the_field_and_change_nothing() {
         Some("team_slug"),
     );
     x(
-        "unknown aggregate_type",
-        &envelope_with("aggregate_type", json!("Thing")),
+        "aggregate_type not PascalCase",
+        &envelope_with("aggregate_type", json!("work package")),
         422,
         "invalid_event",
         Some("aggregate_type"),
@@ -349,7 +356,7 @@ fn an_array_is_all_or_nothing_and_names_the_index() {
     // not have received it.
     let items = vec![
         cli_envelope(&new_ulid(), 900),
-        json!({"event_type": "Nope", "payload": {}}),
+        json!({"event_type": "nope", "payload": {}}),
     ];
     check.reject(
         "high clock beside a bad draft",
@@ -507,4 +514,330 @@ fn random_mutations_get_clean_answers_and_only_accepted_events_are_stored() {
     for row in home.db().rows() {
         assert_valid_envelope(&row.data);
     }
+}
+
+/// Drafts built from the real CLIs' payload models (proto/fixtures/make-cli-drafts.py).
+fn cli_drafts() -> Vec<(String, Value)> {
+    let v: Value =
+        serde_json::from_str(include_str!("../../proto/fixtures/cli-drafts.json")).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["draft"].clone()))
+        .collect()
+}
+
+#[test]
+fn drafts_of_the_real_clis_are_queued_with_every_field_they_carry() {
+    let home = TestHome::new();
+    let d = home.start_daemon();
+    let api = d.api();
+    let samples = cli_drafts();
+    for (i, (name, draft)) in samples.iter().enumerate() {
+        let a = api.emit(draft);
+        assert_eq!(a.lamport_clock, i as u64 + 1, "{name}");
+        let rows = home.db().rows_with_event_id(&a.event_id);
+        assert_eq!(rows.len(), 1, "{name}");
+        let env = assert_valid_envelope(&rows[0].data);
+        assert_eq!(rows[0].event_type, draft["event_type"], "{name}");
+        assert_eq!(env["lamport_clock"], a.lamport_clock, "{name}");
+        for (k, v) in draft["payload"].as_object().unwrap() {
+            assert_eq!(&env["payload"][k], v, "{name}: payload.{k} kept as sent");
+        }
+        for key in [
+            "event_id",
+            "aggregate_type",
+            "aggregate_id",
+            "schema_version",
+            "build_id",
+            "correlation_id",
+            "git_branch",
+            "head_commit_sha",
+            "repo_slug",
+            "project_uuid",
+            "project_slug",
+            "causation_id",
+        ] {
+            if let Some(given) = draft.get(key).filter(|g| !g.is_null()) {
+                assert_eq!(&env[key], given, "{name}: {key}");
+            }
+        }
+        let ts = env["timestamp"].as_str().unwrap();
+        match draft["occurred_at"].as_str() {
+            // The one sample with another offset (+01:00) is carried in UTC.
+            Some("2026-03-01T12:00:00+01:00") => assert_eq!(ts, "2026-03-01T11:00:00.000000+00:00"),
+            Some(at) => assert_eq!(ts, at, "{name}: occurred_at is the timestamp"),
+            None => assert!(ts.starts_with("20"), "{name}: stamped now: {ts}"),
+        }
+    }
+    // A lifecycle event sent again with its own event_id stays one row.
+    let (_, lifecycle) = samples
+        .iter()
+        .find(|(_, d)| d.get("event_id").is_some())
+        .unwrap();
+    let again = api.emit(lifecycle);
+    assert!(again.duplicate);
+    assert_eq!(home.db().count() as usize, samples.len());
+}
+
+#[test]
+fn bad_widened_drafts_are_refused_with_the_field_and_change_nothing() {
+    let home = TestHome::new();
+    let d = home.start_daemon();
+    let api = d.api();
+    api.emit(&status_draft(1));
+    let check = Check::new(&home, &api);
+    let other = || json!({"event_type": "MissionCreated", "aggregate_type": "Mission", "aggregate_id": "demo-01KBX3N2Q8", "payload": {"mission_slug": "demo-01KBX3N2Q8"}});
+    let lane = || json!({"event_type": "WPStatusChanged", "payload": {"wp_id": "WP01", "from_lane": "planned", "to_lane": "claimed", "actor": "claude"}});
+    let wp_created = || json!({"event_type": "WPCreated", "payload": {"wp_id": "WP04", "wp_title": "Parser", "mission_slug": "demo", "depends_on": [], "actor": "cli"}});
+    let with = |mut v: Value, f: &dyn Fn(&mut Value)| {
+        f(&mut v);
+        v.to_string().into_bytes()
+    };
+    let long = "x".repeat(257);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        // Names.
+        (
+            "event_type camelCase",
+            with(other(), &|v| v["event_type"] = json!("missionCreated")),
+            "event_type",
+        ),
+        (
+            "event_type snake_case",
+            with(other(), &|v| v["event_type"] = json!("mission_created")),
+            "event_type",
+        ),
+        (
+            "event_type with a newline",
+            with(other(), &|v| v["event_type"] = json!("Mission\nCreated")),
+            "event_type",
+        ),
+        (
+            "event_type of 65 characters",
+            with(other(), &|v| v["event_type"] = json!("M".repeat(65))),
+            "event_type",
+        ),
+        (
+            "event_type a number",
+            with(other(), &|v| v["event_type"] = json!(1)),
+            "event_type",
+        ),
+        (
+            "aggregate_type lowercase",
+            with(other(), &|v| v["aggregate_type"] = json!("mission")),
+            "aggregate_type",
+        ),
+        (
+            "aggregate_type missing",
+            with(other(), &|v| {
+                v.as_object_mut().unwrap().remove("aggregate_type");
+            }),
+            "aggregate_type",
+        ),
+        (
+            "aggregate_id missing",
+            with(other(), &|v| {
+                v.as_object_mut().unwrap().remove("aggregate_id");
+            }),
+            "aggregate_id",
+        ),
+        (
+            "aggregate_id with NUL",
+            with(other(), &|v| v["aggregate_id"] = json!("demo\u{0}x")),
+            "aggregate_id",
+        ),
+        (
+            "aggregate_id with an ANSI escape",
+            with(other(), &|v| v["aggregate_id"] = json!("\u{1b}[2Jdemo")),
+            "aggregate_id",
+        ),
+        (
+            "aggregate_id oversized",
+            with(other(), &|v| v["aggregate_id"] = json!(long)),
+            "aggregate_id",
+        ),
+        (
+            "payload of another type not an object",
+            with(other(), &|v| v["payload"] = json!("x")),
+            "payload",
+        ),
+        // The optional envelope fields.
+        (
+            "occurred_at without zone",
+            with(other(), &|v| {
+                v["occurred_at"] = json!("2026-02-04T13:47:09")
+            }),
+            "occurred_at",
+        ),
+        (
+            "occurred_at a date",
+            with(other(), &|v| v["occurred_at"] = json!("2026-02-04")),
+            "occurred_at",
+        ),
+        (
+            "occurred_at epoch seconds",
+            with(other(), &|v| v["occurred_at"] = json!(1770212829)),
+            "occurred_at",
+        ),
+        (
+            "correlation_id not an id",
+            with(other(), &|v| v["correlation_id"] = json!("abc")),
+            "correlation_id",
+        ),
+        (
+            "schema_version not x.y.z",
+            with(other(), &|v| v["schema_version"] = json!("3")),
+            "schema_version",
+        ),
+        (
+            "build_id empty",
+            with(other(), &|v| v["build_id"] = json!("")),
+            "build_id",
+        ),
+        (
+            "build_id with CRLF",
+            with(other(), &|v| v["build_id"] = json!("b\r\nX: 1")),
+            "build_id",
+        ),
+        (
+            "git_branch oversized",
+            with(other(), &|v| v["git_branch"] = json!(long)),
+            "git_branch",
+        ),
+        (
+            "git_branch a number",
+            with(other(), &|v| v["git_branch"] = json!(7)),
+            "git_branch",
+        ),
+        (
+            "head_commit_sha not hex",
+            with(other(), &|v| v["head_commit_sha"] = json!("HEAD~1")),
+            "head_commit_sha",
+        ),
+        (
+            "repo_slug with a bidi override",
+            with(other(), &|v| v["repo_slug"] = json!("acme/\u{202e}ppa")),
+            "repo_slug",
+        ),
+        (
+            "project_slug oversized",
+            with(other(), &|v| v["project_slug"] = json!(long)),
+            "project_slug",
+        ),
+        (
+            "mission_slug at the top level",
+            with(other(), &|v| v["mission_slug"] = json!("demo")),
+            "mission_slug",
+        ),
+        (
+            "mission_id at the top level",
+            with(lane(), &|v| {
+                v["mission_id"] = json!("01KBX3N2Q8ZK4V7W9Y0A1B2C3D")
+            }),
+            "mission_id",
+        ),
+        // The widened 028 schemas.
+        (
+            "to_lane genesis",
+            with(lane(), &|v| v["payload"]["to_lane"] = json!("genesis")),
+            "payload.to_lane",
+        ),
+        (
+            "to_lane uninitialized",
+            with(lane(), &|v| {
+                v["payload"]["to_lane"] = json!("uninitialized")
+            }),
+            "payload.to_lane",
+        ),
+        (
+            "from_lane unknown",
+            with(lane(), &|v| v["payload"]["from_lane"] = json!("doing")),
+            "payload.from_lane",
+        ),
+        (
+            "actor an empty object",
+            with(lane(), &|v| v["payload"]["actor"] = json!({})),
+            "payload.actor",
+        ),
+        (
+            "actor a list",
+            with(lane(), &|v| v["payload"]["actor"] = json!(["claude"])),
+            "payload.actor",
+        ),
+        (
+            "actor.model a number",
+            with(lane(), &|v| {
+                v["payload"]["actor"] = json!({"role": "reviewer", "model": 5})
+            }),
+            "payload.actor.model",
+        ),
+        (
+            "force a string",
+            with(lane(), &|v| v["payload"]["force"] = json!("true")),
+            "payload.force",
+        ),
+        (
+            "mission_slug in the payload empty",
+            with(lane(), &|v| v["payload"]["mission_slug"] = json!("")),
+            "payload.mission_slug",
+        ),
+        (
+            "WPCreated without a title of either name",
+            with(wp_created(), &|v| {
+                v["payload"].as_object_mut().unwrap().remove("wp_title");
+            }),
+            "payload.title",
+        ),
+        (
+            "WPCreated without a mission or feature",
+            with(wp_created(), &|v| {
+                v["payload"].as_object_mut().unwrap().remove("mission_slug");
+            }),
+            "payload.feature_slug",
+        ),
+        (
+            "WPCreated depends_on not WP ids",
+            with(wp_created(), &|v| {
+                v["payload"]["depends_on"] = json!(["WP01", "x"])
+            }),
+            "payload.depends_on[1]",
+        ),
+        (
+            "WPCreated with aggregate_type Mission",
+            with(wp_created(), &|v| v["aggregate_type"] = json!("Mission")),
+            "aggregate_type",
+        ),
+        (
+            "WPCreated with a bad wp_id",
+            with(wp_created(), &|v| v["payload"]["wp_id"] = json!("WP4")),
+            "payload.wp_id",
+        ),
+    ];
+    for (case, body, field) in &cases {
+        check.reject(case, body, 422, "invalid_event", Some(field), None);
+    }
+    // One bad draft of another type in an array of good ones: all or nothing.
+    let items = Value::Array(vec![
+        other(),
+        lane(),
+        with_value(other(), "event_type", json!("Bad Name")),
+    ]);
+    check.reject(
+        "bad name at index 2",
+        items.to_string().as_bytes(),
+        422,
+        "invalid_event",
+        Some("event_type"),
+        Some(2),
+    );
+    // And the same drafts, put right, go in.
+    for good in [other(), lane(), wp_created()] {
+        api.emit(&good);
+    }
+    assert_eq!(api.status().queue.depth, check.depth + 3);
+}
+
+fn with_value(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
 }

@@ -4,7 +4,7 @@
 //! puts it back with a fresh retry_count.
 //!
 //! The rejected event is a row another tool (an older CLI) wrote straight into
-//! queue.db, with an envelope the server refuses (`aggregate_type` "Thing"):
+//! queue.db, with an envelope the server refuses (`aggregate_type` "thing", not PascalCase):
 //! kitty-syncd would refuse such an envelope on its socket, so only a row
 //! written behind its back can carry it.
 //!
@@ -26,7 +26,7 @@ fn five_rejections_make_a_dead_letter_and_retry_dead_puts_it_back() {
     let bad_id = new_ulid();
     let mut bad = foreign_envelope(TEAM, 3);
     bad["event_id"] = bad_id.as_str().into();
-    bad["aggregate_type"] = "Thing".into();
+    bad["aggregate_type"] = "thing".into();
     let db = home.db();
     db.create_cli_schema(false);
     db.insert_like_cli(&bad_id, "WPStatusChanged", &bad.to_string(), 1);
