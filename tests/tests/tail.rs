@@ -27,7 +27,7 @@ fn tail_shows_commits_confirmations_rejections_and_states_while_draining() {
     let bad_id = new_ulid();
     let mut bad = foreign_envelope(TEAM, 3);
     bad["event_id"] = bad_id.as_str().into();
-    bad["aggregate_type"] = "Thing".into();
+    bad["aggregate_type"] = "thing".into();
     home.db().create_cli_schema(false);
     home.db()
         .insert_like_cli(&bad_id, "WPStatusChanged", &bad.to_string(), 1);
