@@ -245,6 +245,7 @@ mod tests {
             start_hint: None,
             config_loaded_at: None,
             uplink,
+            health: None,
         }
     }
 

@@ -65,6 +65,7 @@ fn status_of(f: &Fake) -> Status {
         start_hint: None,
         config_loaded_at: None,
         uplink: f.uplink.clone(),
+        health: None,
     }
 }
 

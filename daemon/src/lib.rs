@@ -8,10 +8,13 @@
 //! [`startup`] claims the home and recovers the clock, [`checkpoint`] keeps
 //! clock.json current, [`spool`] queues what clients left while we were not
 //! answering, [`settings`] follows config.toml and credentials, and
-//! [`status`] reports all of it.
+//! [`status`] reports all of it, and
+//! [`feed`] tells `kitty-sync tail` what happens as it happens.
 
 pub mod accept;
 pub mod checkpoint;
+pub mod feed;
+pub mod health;
 pub mod logging;
 pub mod server;
 pub mod service;

@@ -24,5 +24,6 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
     status.uplink = state.uplink.snapshot();
     status.uplink.dead_letters = kitty_store::outbox::dead_count(&mut conn).await?;
     status.connection = status.uplink.state.clone();
+    status.health = Some(crate::health::of_status(&status, &settings.config));
     Ok(status)
 }

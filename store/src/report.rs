@@ -43,6 +43,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
             state: "Offline".into(),
             ..Default::default()
         },
+        health: None,
     }
 }
 

@@ -16,6 +16,8 @@ pub struct UplinkShared {
     status: Arc<Mutex<UplinkStatus>>,
     /// `POST /v1/sync`: flush now.
     pub sync_now: Arc<Notify>,
+    /// Where verdicts, dead letters and state changes are reported.
+    pub feed: crate::feed::Feed,
 }
 
 impl UplinkShared {
@@ -26,6 +28,11 @@ impl UplinkShared {
         shared
     }
 
+    pub fn with_feed(mut self, feed: crate::feed::Feed) -> Self {
+        self.feed = feed;
+        self
+    }
+
     pub fn snapshot(&self) -> UplinkStatus {
         self.status
             .lock()
@@ -33,8 +40,14 @@ impl UplinkShared {
             .clone()
     }
 
+    /// Changes the status; a change of state is reported to the feed.
     pub fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let was = s.state.clone();
+        f(&mut s);
+        if s.state != was {
+            self.feed.state(&s.state, s.last_error.as_deref());
+        }
     }
 
     /// Shows `what` as in flight from now until the guard is dropped, so a

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::SqliteConnection;
 
+use crate::feed::Via;
 use crate::settings::Settings;
 use crate::uplink::auth::{Auth, AuthError};
 use crate::uplink::plan::{self, Action, BatchFailure, Event, Failure, Path, Planner};
@@ -103,6 +104,10 @@ impl Driver {
             }
             Action::Receive(remote) => {
                 self.ctx.writer.receive(remote).await;
+                return vec![];
+            }
+            Action::Acknowledged(id, verdict) => {
+                self.ctx.shared.feed.verdict(&id, &verdict, Via::WebSocket);
                 return vec![];
             }
             Action::Stop => return vec![],

@@ -5,6 +5,7 @@ use std::time::Duration;
 use kitty_store::outbox;
 
 use super::{Driver, WS_CHUNK, auth_failed};
+use crate::feed::Via;
 use crate::uplink::auth::AuthError;
 use crate::uplink::batch::{self, BatchError};
 use crate::uplink::plan::{BatchFailure, Event, Failure, Path};
@@ -54,16 +55,19 @@ impl Driver {
         };
         let team = self.auth.team();
         Some(match ws.send_rows(&rows, team.as_deref()).await {
-            Ok(bad) => Event::WsSent {
-                last: rows.last().map(|r| (r.timestamp, r.id)),
-                full: rows.len() as u32 == WS_CHUNK,
-                ids: rows
-                    .into_iter()
-                    .map(|r| r.event_id)
-                    .filter(|id| !bad.iter().any(|(b, _)| b == id))
-                    .collect(),
-                bad,
-            },
+            Ok(bad) => {
+                self.ctx.shared.feed.verdicts(&bad, Via::Daemon);
+                Event::WsSent {
+                    last: rows.last().map(|r| (r.timestamp, r.id)),
+                    full: rows.len() as u32 == WS_CHUNK,
+                    ids: rows
+                        .into_iter()
+                        .map(|r| r.event_id)
+                        .filter(|id| !bad.iter().any(|(b, _)| b == id))
+                        .collect(),
+                    bad,
+                }
+            }
             Err(e) => self.link_lost(e),
         })
     }
@@ -89,6 +93,7 @@ impl Driver {
         let sent = rows.len() as u64;
         let failure = match batch::post(&self.http, &target, &token, team.as_deref(), &rows).await {
             Ok(verdicts) => {
+                self.ctx.shared.feed.verdicts(&verdicts, Via::Batch);
                 let full = rows.len() as u32 == batch::MAX_BATCH;
                 return Event::BatchAnswered {
                     sent,
@@ -137,10 +142,13 @@ impl Driver {
 
     pub(super) async fn apply(&mut self, verdicts: Vec<(String, outbox::Verdict)>) -> Event {
         match outbox::apply(&mut self.conn, &verdicts).await {
-            Ok(counts) => Event::Applied {
-                counts,
-                at: kitty_proto::rules::format_utc(chrono::Utc::now()),
-            },
+            Ok(counts) => {
+                self.ctx.shared.feed.dead(&counts.dead_ids);
+                Event::Applied {
+                    counts,
+                    at: kitty_proto::rules::format_utc(chrono::Utc::now()),
+                }
+            }
             Err(e) => Event::ApplyFailed {
                 verdicts,
                 message: e.to_string(),

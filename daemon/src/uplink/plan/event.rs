@@ -157,6 +157,9 @@ pub enum Action {
     CloseWs,
     /// Feed another node's Lamport value to the clock.
     Receive(u64),
+    /// A WebSocket verdict that counts (on an event in flight there): for
+    /// the feed of `kitty-sync tail`.
+    Acknowledged(String, Verdict),
     /// Show this in `status`.
     Publish(Report),
     /// Nothing to do until this instant (`None`: until something happens).

@@ -88,6 +88,7 @@ impl Planner {
             // delete a row nor push it towards the dead letters.
             Inbound::Verdict(id, v) if link.in_flight.remove(&id) => {
                 self.server_acks = true;
+                out.push(Action::Acknowledged(id.clone(), v.clone()));
                 self.pending.push((id, v));
             }
             Inbound::Verdict(id, _) => {

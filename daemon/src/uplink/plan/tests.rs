@@ -457,9 +457,18 @@ fn acks_count_only_for_events_in_flight_on_the_connection() {
         full: false,
         bad: vec![],
     });
+    let mut counted = Vec::new();
     for id in ["a", "a", "x", "b"] {
-        s.on(Event::Frame(Inbound::Verdict(id.into(), Verdict::Accepted)));
+        counted.extend(s.on(Event::Frame(Inbound::Verdict(id.into(), Verdict::Accepted))));
     }
+    assert_eq!(
+        counted,
+        [
+            Action::Acknowledged("a".into(), Verdict::Accepted),
+            Action::Acknowledged("b".into(), Verdict::Accepted)
+        ],
+        "only these reach the feed"
+    );
     let want = vec![
         ("a".into(), Verdict::Accepted),
         ("b".into(), Verdict::Accepted),
