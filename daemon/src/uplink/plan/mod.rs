@@ -13,11 +13,15 @@ mod batches;
 mod event;
 mod link;
 mod session;
+#[cfg(test)]
+mod sim;
 mod state;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_batch;
+#[cfg(test)]
+mod tests_session;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
-//! The batch path in virtual time (see `tests` for `Sim`): the rate, the
+//! The batch path in virtual time (`sim`): the rate, the
 //! flush, Retry-After, answers that confirm nothing, 403, dead letters.
 
-use super::tests::{Sim, applied, config, gaps, secs, server, times};
+use super::sim::{Sim, applied, config, gaps, secs, server, times};
 use super::*;
 use crate::uplink::ws::Inbound;
 
