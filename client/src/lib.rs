@@ -9,9 +9,12 @@
 pub mod fallback;
 pub mod login;
 pub mod queue_cmd;
+pub mod staleness;
 pub mod status;
 pub mod sync;
+pub mod tail;
 pub mod transport;
+pub mod warn_once;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +56,13 @@ pub struct Emitted {
     pub lamport_clock: Option<u64>,
     pub path: DeliveryPath,
     pub duplicate: bool,
+    /// The daemon's delivery-health hint (path `daemon`, from a daemon that sends one).
+    #[serde(skip)]
+    pub health: Option<kitty_proto::api::DeliveryHealth>,
+    /// Why the daemon did not take it (paths `direct` and `spool`). The
+    /// binary turns this into at most one warning an hour ([`staleness`]).
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,30 +191,25 @@ impl Client {
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
         match fallback::queue(&self.home, raw, submission, deadline).await? {
-            fallback::Fallback::Direct(a) => {
-                eprintln!(
-                    "kitty-sync: warning: {why}; queued {} directly in queue.db",
-                    a.event_id
-                );
-                Ok(Emitted {
-                    event_id: a.event_id,
-                    lamport_clock: Some(a.lamport_clock),
-                    path: DeliveryPath::Direct,
-                    duplicate: a.duplicate,
-                })
-            }
+            fallback::Fallback::Direct(a) => Ok(Emitted {
+                event_id: a.event_id,
+                lamport_clock: Some(a.lamport_clock),
+                path: DeliveryPath::Direct,
+                duplicate: a.duplicate,
+                health: None,
+                note: Some(why.to_owned()),
+            }),
             fallback::Fallback::Spooled(direct_failed) => {
                 let also = direct_failed
-                    .map(|e| format!(" (queue.db: {e})"))
+                    .map(|e| format!("; queue.db: {e}"))
                     .unwrap_or_default();
-                eprintln!(
-                    "kitty-sync: warning: {why}{also}; spooled {event_id} for the daemon to queue"
-                );
                 Ok(Emitted {
                     event_id,
                     lamport_clock: None,
                     path: DeliveryPath::Spool,
                     duplicate: false,
+                    health: None,
+                    note: Some(format!("{why}{also}")),
                 })
             }
         }
@@ -311,6 +316,8 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
         lamport_clock: Some(a.lamport_clock),
         path: DeliveryPath::Daemon,
         duplicate: a.duplicate,
+        health: res.health,
+        note: None,
     })
 }
 

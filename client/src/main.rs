@@ -56,6 +56,17 @@ enum Command {
     /// Look at the queue and at dead letters.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Follow the daemon live: each event committed, confirmed, rejected or
+    /// set aside, and each change of connection, one line each.
+    Tail {
+        /// Print each line as the daemon sends it, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// First replay what the daemon still remembers since it started (its
+        /// last 1,000 lines).
+        #[arg(long)]
+        since_start: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +152,9 @@ fn main() -> ExitCode {
             kitty_sync::queue_cmd::dead(limit, json)
         }
         Command::Queue(QueueCommand::RetryDead) => kitty_sync::queue_cmd::retry_dead(),
+        Command::Tail { json, since_start } => {
+            kitty_sync::tail::main(kitty_sync::tail::TailOptions { json, since_start })
+        }
     }
 }
 
@@ -166,6 +180,7 @@ fn emit(args: EmitArgs) -> ExitCode {
             } else {
                 println!("{}", emitted.event_id);
             }
+            kitty_sync::staleness::after_emit(client.home(), &emitted);
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {

@@ -10,6 +10,9 @@ use crate::Client;
 
 /// Exit status when no daemon answers.
 pub const NOT_RUNNING: u8 = 3;
+/// Exit status when the daemon runs but delivery is stuck (events wait while
+/// the server needs a new login, or longer than `[sync] stale_after_secs`).
+pub const STUCK: u8 = 4;
 const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 
 pub fn main(json: bool) -> ExitCode {
@@ -37,21 +40,27 @@ pub fn main(json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let stuck = crate::staleness::Condition::of_status(&status);
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("status serialises")
         );
     } else {
+        if let Some(c) = &stuck {
+            println!("DELIVERY STUCK: {}", c.describe(client.home()));
+        }
         print!("{}", render(&status));
         if let Some(why) = why {
             eprintln!("({why})");
         }
     }
-    if status.running {
-        ExitCode::SUCCESS
-    } else {
+    if !status.running {
         ExitCode::from(NOT_RUNNING)
+    } else if stuck.is_some() {
+        ExitCode::from(STUCK)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -247,6 +247,7 @@ mod tests {
             config_loaded_at: None,
             uplink,
             writer: Default::default(),
+            health: None,
         }
     }
 

@@ -67,6 +67,7 @@ fn status_of(f: &Fake) -> Status {
         config_loaded_at: None,
         uplink: f.uplink.clone(),
         writer: Default::default(),
+        health: None,
     }
 }
 

@@ -45,6 +45,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
             ..Default::default()
         },
         writer: Default::default(),
+        health: None,
     }
 }
 

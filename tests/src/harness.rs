@@ -30,6 +30,9 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::{AssertSqlSafe, Connection};
 
+pub mod follow;
+pub mod user_manager;
+
 /// The longest any single wait in a test may take before the test fails.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
@@ -52,6 +55,9 @@ pub const SERVICE_MANAGER_VARS: &[&str] = &[
 
 /// Exit code of `status` when no daemon answers.
 pub const EXIT_NOT_RUNNING: i32 = 3;
+/// Exit code of `status` when the daemon runs but delivery is stuck (events
+/// queued while it needs a login, or older than `[sync] stale_after_secs`).
+pub const EXIT_STUCK: i32 = 4;
 /// `kitty-sync emit`: invalid input.
 pub const EXIT_DATAERR: i32 = 65;
 /// `kitty-sync emit`: queue full.
@@ -367,9 +373,16 @@ impl Default for TestHome {
 impl TestHome {
     /// A fresh, empty home (`<root>/home`, mode 0700).
     pub fn new() -> Self {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh home whose root is a new directory in `dir` (for a home that
+    /// must not be under /tmp, e.g. for a unit with `PrivateTmp=yes`).
+    pub fn new_in(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create the parent of a test home");
         let tmp = tempfile::Builder::new()
             .prefix("ks")
-            .tempdir()
+            .tempdir_in(dir)
             .expect("tempdir");
         let home = tmp.path().join("home");
         fs::create_dir(&home).expect("create home");
