@@ -157,6 +157,20 @@ impl Client {
             })
     }
 
+    /// Queues the event without asking the daemon, directly or in the spool
+    /// by the same rules as [`Client::emit`]'s fallback: for a caller that
+    /// already asked it and got no usable answer (`why`), such as the Python
+    /// package, so that one emit does not wait for the daemon twice.
+    pub async fn emit_without_daemon(
+        &self,
+        event_json: &str,
+        why: &str,
+    ) -> Result<Emitted, EmitError> {
+        let started = std::time::Instant::now();
+        let text = with_event_id(event_json);
+        self.fall_back(&text, why, started + EMIT_BUDGET).await
+    }
+
     async fn fall_back(
         &self,
         text: &str,

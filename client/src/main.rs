@@ -121,6 +121,10 @@ struct EmitArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// The caller already asked the daemon and got no usable answer (REASON):
+    /// queue the event directly or spool it without asking again.
+    #[arg(long, value_name = "REASON", hide = true)]
+    skip_daemon: Option<String>,
 }
 
 const EX_DATAERR: u8 = 65;
@@ -173,7 +177,11 @@ fn emit(args: EmitArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match kitty_sync::block_on(client.emit(&event)) {
+    let result = match &args.skip_daemon {
+        Some(why) => kitty_sync::block_on(client.emit_without_daemon(&event, why)),
+        None => kitty_sync::block_on(client.emit(&event)),
+    };
+    match result {
         Ok(Ok(emitted)) => {
             if args.json {
                 println!("{}", serde_json::to_string(&emitted).expect("serialises"));

@@ -177,6 +177,15 @@ pub fn render(s: &Status) -> String {
             .collect();
         rows.push(("top types", top.join(", ")));
     }
+    if s.refused > 0 {
+        rows.push((
+            "refused",
+            format!(
+                "{} spec-kitty events the daemon refused, kept in {}/kitty-sync-refused.jsonl",
+                s.refused, s.home
+            ),
+        ));
+    }
     if s.spooled > 0 {
         rows.push((
             "spooled",

@@ -245,6 +245,7 @@ mod tests {
             spool_rejected: 0,
             start_hint: None,
             config_loaded_at: None,
+            refused: 0,
             uplink,
             writer: Default::default(),
             health: None,

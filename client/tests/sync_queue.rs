@@ -65,6 +65,7 @@ fn status_of(f: &Fake) -> Status {
         spool_rejected: 0,
         start_hint: None,
         config_loaded_at: None,
+        refused: 0,
         uplink: f.uplink.clone(),
         writer: Default::default(),
         health: None,

@@ -154,6 +154,10 @@ pub struct Status {
     /// When config.toml was last read (start-up, SIGHUP, or a change on disk).
     #[serde(default)]
     pub config_loaded_at: Option<String>,
+    /// Lines of `<home>/kitty-sync-refused.jsonl`: events of the spec-kitty
+    /// CLI that the daemon refused, kept there with its message.
+    #[serde(default)]
+    pub refused: u64,
     /// Delivery to the server.
     #[serde(default)]
     pub uplink: UplinkStatus,

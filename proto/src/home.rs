@@ -95,6 +95,13 @@ impl Home {
         self.dir.join("spool")
     }
 
+    /// Events the Python package's spec-kitty transport could not hand over
+    /// (the daemon refused them), one JSON line each with the daemon's
+    /// message; `status` counts them.
+    pub fn refused_log(&self) -> PathBuf {
+        self.dir.join("kitty-sync-refused.jsonl")
+    }
+
     pub fn default_socket(&self) -> PathBuf {
         self.dir.join("kitty-syncd.sock")
     }
