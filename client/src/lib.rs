@@ -146,6 +146,12 @@ impl Client {
                 return Err(refused(a.status, &a.body));
             }
             Ok(a) => format!("the daemon answered {}", a.status),
+            // Someone else serves our socket: a sign of an attack, said every
+            // time, not folded into the hourly delivery warning.
+            Err(e @ transport::TransportError::ForeignPeer { .. }) => {
+                eprintln!("kitty-sync: warning: {e}; not sent there");
+                e.to_string()
+            }
             Err(e) => e.to_string(),
         };
         self.fall_back(&text, &why, started + EMIT_BUDGET)
