@@ -37,7 +37,7 @@ pub fn main(opts: TailOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match crate::block_on(run(client.socket(), opts)) {
+    match crate::block_on(run(&client, opts)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kitty-sync: error: cannot start a runtime: {e}");
@@ -54,8 +54,8 @@ enum TailError {
     Refused(String),
 }
 
-async fn run(socket: &Path, opts: TailOptions) -> ExitCode {
-    let body = match open(socket, opts.since_start).await {
+async fn run(client: &Client, opts: TailOptions) -> ExitCode {
+    let body = match open(client.socket(), opts.since_start).await {
         Ok(b) => b,
         Err(TailError::Transport(e)) if crate::status::unreachable(&e) => {
             return crate::status::not_running(&e);
@@ -65,7 +65,7 @@ async fn run(socket: &Path, opts: TailOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    follow(body, opts).await
+    follow(client.home(), body, opts).await
 }
 
 /// Connects, checks who serves the socket, and sends the request.
@@ -131,7 +131,9 @@ async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming,
         .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
     Err(TailError::Refused(if status == StatusCode::NOT_FOUND {
         format!(
-            "this kitty-syncd has no event feed ({status}: {msg}); restart it to run the new version"
+            "this kitty-syncd has no event feed ({status}: {msg}): it runs an older binary; \
+             restart it with: {}",
+            crate::staleness::restart_hint(None)
         )
     } else {
         format!("the daemon answered {status}: {msg}")
@@ -139,7 +141,11 @@ async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming,
 }
 
 /// Prints lines until the feed ends.
-async fn follow(mut body: hyper::body::Incoming, opts: TailOptions) -> ExitCode {
+async fn follow(
+    home: &kitty_proto::home::Home,
+    mut body: hyper::body::Incoming,
+    opts: TailOptions,
+) -> ExitCode {
     let mut buf: Vec<u8> = Vec::new();
     let mut stopping = false;
     let mut out = std::io::stdout().lock();
@@ -162,7 +168,23 @@ async fn follow(mut body: hyper::body::Incoming, opts: TailOptions) -> ExitCode 
             let line = serde_json::from_slice::<FeedLine>(raw).ok();
             if let Some(l) = &line {
                 match &l.event {
-                    FeedEvent::Hello { .. } if !opts.json => eprintln!("{}", hello(l)),
+                    FeedEvent::Hello {
+                        protocol,
+                        version,
+                        pid,
+                        ..
+                    } => {
+                        if !opts.json {
+                            eprintln!("{}", hello(l));
+                        }
+                        let daemon = crate::skew::Daemon {
+                            protocol: *protocol,
+                            version: Some(version),
+                            pid: Some(*pid),
+                            supervisor: None,
+                        };
+                        crate::skew::warn(home, &daemon);
+                    }
                     FeedEvent::Stopping => stopping = true,
                     _ => {}
                 }

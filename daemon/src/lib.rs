@@ -11,6 +11,7 @@
 //! [`feed`] tells `kitty-sync tail` what happens as it happens.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod feed;
 pub mod health;
 pub mod logging;

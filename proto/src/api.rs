@@ -6,6 +6,8 @@ use serde_json::Value;
 
 /// Header carried by every answer of the socket API.
 pub const VERSION_HEADER: &str = "x-kitty-syncd-version";
+/// Header carried by every answer: the daemon's [`PROTOCOL`].
+pub const PROTOCOL_HEADER: &str = "x-kitty-syncd-protocol";
 
 /// `202` to `POST /v1/events`: every event is committed to queue.db.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,9 @@ pub struct EmitResponse {
     pub status: String,
     pub events: Vec<Accepted>,
     pub version: String,
+    /// The daemon's [`PROTOCOL`].
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     /// Whether what was just queued is on its way; absent from older daemons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<DeliveryHealth>,
@@ -98,6 +103,8 @@ pub struct Health {
     pub ok: bool,
     pub pid: u32,
     pub version: String,
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
 }
 
 /// `GET /v1/queue?limit=N`: the oldest queued events first.
@@ -127,6 +134,9 @@ pub struct Status {
     pub running: bool,
     pub pid: Option<u32>,
     pub version: String,
+    /// The [`PROTOCOL`] of whoever built this report.
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     pub uptime_secs: Option<u64>,
     pub socket: String,
     pub home: String,
