@@ -221,6 +221,9 @@ pub fn render(s: &Status) -> String {
         if let Some(e) = &u.last_error {
             rows.push(("last error", e.clone()));
         }
+        if let Some(f) = &u.in_flight {
+            rows.push(("in flight", format!("{} since {}", f.what, f.since)));
+        }
         rows.push((
             "sent",
             format!(

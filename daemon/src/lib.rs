@@ -2,7 +2,8 @@
 //! the delivery of its events.
 //!
 //! A request flows one way through these modules:
-//! [`server`] (read and validate, with `kitty_proto`) → [`writer`] (stamp and
+//! [`server`] (read and validate, with `kitty_proto`; [`accept`] decides who
+//! gets a connection, [`socket_guard`] keeps the socket file) → [`writer`] (stamp and
 //! group-commit through the `kitty_store` ledger) → answer. Around them:
 //! [`startup`] claims the home and recovers the clock, [`checkpoint`] keeps
 //! clock.json current, [`spool`] queues what clients left while we were not
@@ -10,6 +11,7 @@
 //! [`status`] reports all of it, and
 //! [`feed`] tells `kitty-sync tail` what happens as it happens.
 
+pub mod accept;
 pub mod checkpoint;
 pub mod cli;
 pub mod feed;
@@ -18,6 +20,7 @@ pub mod logging;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod socket_guard;
 pub mod spool;
 pub mod startup;
 pub mod status;

@@ -10,6 +10,12 @@
 //! in config.toml, else `info`; SIGHUP and config changes swap it live.
 //! Log lines name events by id and type only: never payloads, tokens or
 //! credentials.
+//!
+//! Whatever that filter says, other crates log at `info` at most: below it,
+//! tungstenite logs every frame and the upgrade request (bearer token and
+//! envelopes), hyper and reqwest headers and bodies, and notify every inotify
+//! event (which, with a log file in `<home>`, fed on itself). Our own crates
+//! log what they log at any level; none of it is a secret.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -17,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -25,6 +32,20 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 const DEFAULT_FILTER: &str = "info";
+
+/// Our crates, which may log at every level.
+const OURS: &[&str] = &["kitty_syncd", "kitty_store", "kitty_proto", "kitty_sync"];
+/// The most any other crate may log.
+const OTHERS_AT_MOST: LevelFilter = LevelFilter::INFO;
+
+/// The cap that applies on top of the user's filter (both must let an event through).
+fn cap() -> Targets {
+    OURS.iter()
+        .fold(Targets::new(), |t, krate| {
+            t.with_target(*krate, LevelFilter::TRACE)
+        })
+        .with_default(OTHERS_AT_MOST)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -65,7 +86,7 @@ pub fn init(
 ) -> std::io::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     let (filter, handle) = reload::Layer::new(filter_for(config_filter));
     let _ = FILTER.set(handle);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(cap());
     let layer = tracing_subscriber::fmt::layer().with_target(false);
     match target {
         Target::Stderr => {
@@ -158,5 +179,21 @@ where
         write!(writer, "<{priority}>")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_crates_are_capped_at_info_ours_are_not() {
+        let cap = cap();
+        assert!(cap.would_enable("kitty_syncd::uplink::ws", &Level::TRACE));
+        assert!(cap.would_enable("kitty_store::ledger", &Level::DEBUG));
+        assert!(!cap.would_enable("tungstenite::protocol", &Level::TRACE));
+        assert!(!cap.would_enable("hyper_util::client::legacy", &Level::DEBUG));
+        assert!(!cap.would_enable("notify::inotify", &Level::TRACE));
+        assert!(cap.would_enable("sqlx::query", &Level::WARN));
     }
 }

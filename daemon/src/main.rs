@@ -51,6 +51,11 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
             Ok(g) => g,
             Err(e) => return fail(&format!("cannot open the log file: {e}"), 1),
         };
+    // Descriptors for every connection accept.rs allows, and the rest.
+    match kitty_syncd::accept::raise_fd_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "descriptor limit"),
+        Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
     // reqwest and tungstenite share rustls; ring is its crypto here (see Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,7 @@
-//! The socket API: axum on a Unix socket. Every connection's peer uid is
-//! checked (only the daemon's own user gets in) and every answer carries the
-//! daemon's version.
+//! The socket API: axum's router on a Unix socket, served by [`crate::accept`]
+//! (which checks every connection's peer uid before reading from it, caps
+//! the connections and times them out). Every answer carries the daemon's
+//! version.
 //!
 //! - `POST /v1/events`: one event or an array of up to 1,000 → 202 once committed.
 //! - `GET /v1/status`, `GET /v1/queue?limit=N`, `GET /v1/health`.
@@ -8,16 +9,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use kitty_proto::api::{
     EmitResponse, ErrorBody, Health, PROTOCOL, PROTOCOL_HEADER, QueueView, VERSION_HEADER,
@@ -54,20 +54,8 @@ pub struct Peer {
     pub pid: Option<i32>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
-            Ok(c) => Peer {
-                uid: Some(c.uid()),
-                pid: c.pid(),
-            },
-            Err(_) => Peer {
-                uid: None,
-                pid: None,
-            },
-        }
-    }
-}
+/// The longest a request body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -99,17 +87,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// With a guard, a deleted socket is bound again; losing the instance lock
+/// ends the serving with an error.
 pub async fn serve(
     listener: UnixListener,
     state: AppState,
+    guard: Option<crate::socket_guard::SocketGuard>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::accept::serve(listener, router(state), guard, shutdown).await
 }
 
 async fn version_header(req: Request, next: Next) -> Response {
@@ -121,6 +107,7 @@ async fn version_header(req: Request, next: Next) -> Response {
     res
 }
 
+/// A second line behind the check at accept: a request only runs for our user.
 async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
     // SAFETY: getuid cannot fail.
     let ours = unsafe { libc::getuid() };
@@ -164,7 +151,15 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
                 ),
                 _ => (None, None, None),
             };
-            tracing::debug!(status = status.as_u16(), "rejected a request: {e}");
+            // The code and the rule, not the message: a JSON error can quote the body.
+            tracing::debug!(
+                status = status.as_u16(),
+                error = e.code(),
+                field = field.as_deref(),
+                rule = rule.as_deref(),
+                index,
+                "rejected a request"
+            );
             let body = ErrorBody {
                 error: e.code().into(),
                 message: e.to_string(),
@@ -212,7 +207,19 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
 
 /// Reads at most [`MAX_BODY_BYTES`]; a larger body is refused without reading it all.
 async fn read_body(body: Body) -> Result<Bytes, Response> {
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let Ok(read) =
+        tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await
+    else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(b) => Ok(b),
         Err(e) => {
             let too_large = std::error::Error::source(&e)

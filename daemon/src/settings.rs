@@ -87,8 +87,9 @@ fn reload_credentials(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
 /// must be kept alive.
 ///
 /// inotify on the directory, because an editor or the CLI may replace either
-/// file by rename, or create it. It costs a wake-up per queue.db WAL write too
-/// (5-7 % of the daemon's CPU under load, BENCHMARKS.md). notify's polling
+/// file by rename, or create it. It costs notify's thread a wake-up per write
+/// to any file there (queue.db's WAL: 5-7 % of the daemon's CPU under load,
+/// BENCHMARKS.md), though only our two files reach the task. notify's polling
 /// watcher avoids that but compares mtimes to the second, and missed a
 /// same-size rewrite within a second; watching the two files themselves is the
 /// better fix, left for later.
@@ -97,21 +98,24 @@ pub fn watch(
     tx: watch::Sender<Arc<Settings>>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
+    let (config, creds) = (home.config_toml(), home.credentials());
+    // queue.db and its WAL, a log file, anything else in `<home>` changes all
+    // the time; only events naming our two files go any further, so nothing
+    // else wakes the task below (or anything it might log).
+    let ours = {
+        let (config, creds) = (config.clone(), creds.clone());
+        move |ev: &notify::Event| ev.paths.iter().any(|p| *p == config || *p == creds)
+    };
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
+        if let Ok(ev) = res
+            && ours(&ev)
+        {
             let _ = ev_tx.send(ev);
         }
     })?;
     watcher.watch(home.dir(), RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
-        let (config, creds) = (home.config_toml(), home.credentials());
-        // queue.db and its WAL live in the same directory and change all the
-        // time; only events naming our two files count.
-        let relevant = |ev: &notify::Event| ev.paths.iter().any(|p| *p == config || *p == creds);
         while let Some(first) = ev_rx.recv().await {
-            if !relevant(&first) {
-                continue;
-            }
             // A writer that truncates and then writes shows us an empty file
             // first: let the burst settle (bounded, so a busy file is still read).
             let mut events = vec![first];
@@ -119,8 +123,7 @@ pub fn watch(
             loop {
                 let until = (tokio::time::Instant::now() + SETTLE).min(deadline);
                 match tokio::time::timeout_at(until, ev_rx.recv()).await {
-                    Ok(Some(ev)) if relevant(&ev) => events.push(ev),
-                    Ok(Some(_)) => {}
+                    Ok(Some(ev)) => events.push(ev),
                     Ok(None) => return,
                     Err(_) => break,
                 }

@@ -101,6 +101,19 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         Some(p) if activated => p,
         _ => socket,
     };
+    // Ours to keep there (and to remove at the end) unless the manager gave it.
+    let socket_guard = if activated {
+        None
+    } else {
+        Some(
+            crate::socket_guard::SocketGuard::new(&socket, &home.daemon_lock(), _instance.file())
+                .map_err(|e| StartError::Fatal(format!("cannot watch the socket: {e}")))?,
+        )
+    };
+    let socket_owner = socket_guard.as_ref().map_or_else(
+        || crate::socket_guard::SocketOwner::service_manager(&socket),
+        |g| g.owner(),
+    );
 
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let _watcher = settings::watch(home.clone(), settings_tx.clone())
@@ -153,9 +166,14 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         health: Default::default(),
     };
     let mut stop_rx = shutdown_rx.clone();
-    let mut server = tokio::spawn(server::serve(listener, state.clone(), async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
+    let mut server = tokio::spawn(server::serve(
+        listener,
+        state.clone(),
+        socket_guard,
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     let supervisor = tokio::spawn(crate::supervise::run(
         state.clone(),
         socket.clone(),
@@ -171,6 +189,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         kitty_proto::VERSION
     );
 
+    let mut server_failed = None;
     tokio::select! {
         reason = signals.wait(&state, &settings_tx) => tracing::info!("{reason}: shutting down"),
         res = &mut server => {
@@ -180,6 +199,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
                 Err(e) => format!("the socket server panicked: {e}"),
             };
             tracing::error!("{msg}");
+            server_failed = Some(msg);
         }
     }
     crate::supervise::stopping();
@@ -219,11 +239,10 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     let last = ledger.clock();
     ledger.close().await;
     let _ = checkpointer.await;
-    if !activated {
-        let _ = std::fs::remove_file(&socket);
-    }
+    socket_owner.remove_if_ours();
     tracing::info!(clock = last, "stopped");
-    Ok(())
+    // Exit non-zero, so that a supervisor restarts a daemon that lost its socket server.
+    server_failed.map_or(Ok(()), |msg| Err(StartError::Fatal(msg)))
 }
 
 struct Signals {

@@ -188,6 +188,16 @@ pub struct UplinkStatus {
     pub refreshes: u64,
     /// Whether the server acknowledges WebSocket events (later servers do).
     pub server_acks: bool,
+    /// The request to the server under way right now, if any.
+    #[serde(default)]
+    pub in_flight: Option<InFlight>,
+}
+
+/// A request to the server under way: what it is and since when (RFC 3339).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub what: String,
+    pub since: String,
 }
 
 /// `POST /v1/sync`: a flush was triggered.

@@ -467,6 +467,16 @@ impl TestHome {
     /// Starts `kitty-syncd run` with extra environment variables; an empty
     /// value removes the variable instead.
     pub fn spawn_daemon_with(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_daemon_tweaked(env, |_| {})
+    }
+
+    /// [`Self::spawn_daemon_with`], letting `tweak` change the command last:
+    /// arguments after `run` (`--log-file`), limits set in `pre_exec`.
+    pub fn spawn_daemon_tweaked(
+        &self,
+        env: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let n = self.daemons_started.fetch_add(1, Ordering::SeqCst);
         let log = self.root().join(format!("daemon-{n}.log"));
         let file = fs::File::create(&log).expect("daemon log");
@@ -482,6 +492,7 @@ impl TestHome {
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
+        tweak(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn kitty-syncd run: {e}"));

@@ -271,6 +271,13 @@ impl SaasDev {
         self.admin("GET", "/admin/faults", None)
     }
 
+    /// `POST /admin/ws/drop`: closes every open WebSocket; returns how many.
+    pub fn drop_websockets(&self) -> u64 {
+        self.admin("POST", "/admin/ws/drop", Some(&json!({})))["dropped"]
+            .as_u64()
+            .expect("dropped")
+    }
+
     /// Every stored envelope (of `team`, if given), in arrival order.
     pub fn events(&self, team: Option<&str>) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();

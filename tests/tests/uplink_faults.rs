@@ -233,3 +233,68 @@ fn a_forbidden_batch_keeps_its_events_and_says_forbidden() {
     );
     d.stop_gracefully();
 }
+
+#[test]
+fn a_hung_batch_post_shows_in_flight_and_gives_up_well_before_a_minute() {
+    const N: u64 = 5;
+    let home = TestHome::new();
+    // Batches only, and each one hangs for two minutes.
+    let server = SaasDev::start(
+        home.root(),
+        &["--ws-refuse-upgrade", "--batch-hang-ms", "120000"],
+    );
+    configure(&home, &server, 0, 300, true);
+    let d = home.start_daemon();
+    let api = d.api();
+    api.emit_batch(&(0..N as u32).map(status_draft).collect::<Vec<_>>());
+    api.sync_now();
+
+    let (flight, seen_at) = wait_until("a batch POST in flight", DRAIN_GUARD, || {
+        let up = api.uplink();
+        match up.in_flight {
+            Some(f) if f.what.contains("batch POST of 5 events") => Ok((f, Instant::now())),
+            _ => Err(format!("{up:?}")),
+        }
+    });
+    chrono::DateTime::parse_from_rfc3339(&flight.since)
+        .unwrap_or_else(|e| panic!("since {:?} is RFC 3339: {e}", flight.since));
+    wait_until(
+        "the batch to reach the server, which holds it",
+        DRAIN_GUARD,
+        || {
+            let c = server.counters();
+            if c.batch_requests >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{c:?}"))
+            }
+        },
+    );
+
+    // The old client waited 60 s; the bound here leaves room for a slow machine.
+    // A second request means the first was given up.
+    wait_until(
+        "the hung batch to be given up",
+        Duration::from_secs(50),
+        || {
+            let c = server.counters();
+            if c.batch_requests >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{c:?}"))
+            }
+        },
+    );
+    eprintln!("gave up after {:?}", seen_at.elapsed());
+    assert!(
+        d.log().contains("the batch POST got no answer within"),
+        "the log says why:\n{}",
+        d.log()
+    );
+    assert_eq!(home.db().count(), N as i64, "nothing deleted");
+
+    server.set_faults(json!({"batch_hang_ms": 0}));
+    api.sync_now();
+    wait_delivered(&server, &home, N, DRAIN_GUARD);
+    d.stop_gracefully();
+}

@@ -124,6 +124,13 @@ impl Auth {
             .await
             .map_err(AuthError::transient)?;
         let status = res.status();
+        if let Some(message) = super::redirect::refused("the token refresh", status, res.headers())
+        {
+            return Err(AuthError::Transient {
+                message,
+                connect: false,
+            });
+        }
         let body = read_limited(res).await?;
         match status {
             StatusCode::OK => {}
@@ -196,6 +203,12 @@ impl Auth {
                 .await
                 .map_err(AuthError::transient)?;
             let status = res.status();
+            if let Some(message) = super::redirect::refused("ws-token", status, res.headers()) {
+                return Err(AuthError::Transient {
+                    message,
+                    connect: false,
+                });
+            }
             let body = read_limited(res).await?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 access = self.refresh(target).await?;

@@ -17,6 +17,9 @@ use super::target::Target;
 
 /// The server's limit, and ours.
 pub const MAX_BATCH: u32 = kitty_proto::MAX_EVENTS_PER_REQUEST as u32;
+/// A batch may take longer than the other calls (up to 1,000 events up, as
+/// many results down), but not the minute it once could.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchError {
@@ -102,13 +105,21 @@ pub async fn post(
         .bearer_auth(token)
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
+        .timeout(BATCH_TIMEOUT)
         .body(gz);
     if let Some(team) = team {
         req = req.header("x-team-slug", team);
     }
     let res = req.send().await.map_err(|e| BatchError::Failed {
         connect: e.is_connect(),
-        message: format!("cannot reach the server: {e}"),
+        message: if e.is_timeout() {
+            format!(
+                "the batch POST got no answer within {} s; it will be sent again",
+                BATCH_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("cannot reach the server: {e}")
+        },
     })?;
     let status = res.status();
     let retry_after = res
@@ -116,6 +127,12 @@ pub async fn post(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(msg) = super::redirect::refused("the batch POST", status, res.headers()) {
+        return Err(BatchError::Failed {
+            message: msg,
+            connect: false,
+        });
+    }
     let reply = read_limited(res).await?;
     match status {
         StatusCode::OK => {}

@@ -21,6 +21,7 @@ mod auth;
 mod backoff;
 mod batch;
 mod envelope;
+mod redirect;
 mod status;
 mod target;
 mod ws;
@@ -58,6 +59,11 @@ const WS_CHUNK: u32 = 1000;
 /// With an acknowledging server, rows still queued this long after being
 /// sent (their ack was lost) are confirmed by a batch.
 const ACK_GRACE: Duration = Duration::from_secs(10);
+/// The longest one request to the server may take, answer included. The loop
+/// waits for it (nothing else moves meanwhile), so: short, and well inside
+/// the minute of silence after which the WebSocket counts as dead.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct UplinkCtx {
     pub home: Home,
@@ -128,8 +134,10 @@ impl Uplink {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // See redirect.rs: a 3xx is an error, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kitty-syncd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
@@ -293,6 +301,7 @@ impl Uplink {
             },
             None,
         );
+        let _busy = self.ctx.shared.in_flight("opening the WebSocket".into());
         let token = match self.auth.ws_token(&target).await {
             Ok(t) => t,
             Err(e) => return self.auth_failed(e, true),
@@ -451,6 +460,7 @@ impl Uplink {
             return;
         }
         let interval = batch_interval(&self.ctx.settings);
+        let _busy = (self.ctx.shared).in_flight(format!("a batch POST of {} events", rows.len()));
         let mut token = match self.auth.access(&target).await {
             Ok(t) => t,
             Err(e) => return self.auth_failed(e, false),
@@ -474,6 +484,14 @@ impl Uplink {
                     .filter(|(_, v)| matches!(v, Verdict::Accepted | Verdict::Duplicate))
                     .count();
                 let complete = verdicts.len() == rows.len();
+                if let Some(ws) = &mut self.ws {
+                    ws.settled(
+                        verdicts
+                            .iter()
+                            .filter(|(_, v)| matches!(v, Verdict::Accepted | Verdict::Duplicate))
+                            .map(|(id, _)| id.as_str()),
+                    );
+                }
                 self.verdicts.extend(verdicts);
                 self.unreachable = false;
                 if progress == 0 {
@@ -679,9 +697,13 @@ impl Uplink {
                     }
                     Inbound::Event(Some(remote)) => self.ctx.writer.receive(remote).await,
                     Inbound::Verdict(id, v) => {
-                        self.server_acks = true;
-                        self.ctx.shared.feed.verdict(&id, &v, Via::WebSocket);
-                        self.verdicts.push((id, v));
+                        if self.ws.as_mut().is_some_and(|ws| ws.answer(&id)) {
+                            self.server_acks = true;
+                            self.ctx.shared.feed.verdict(&id, &v, Via::WebSocket);
+                            self.verdicts.push((id, v));
+                        } else {
+                            tracing::debug!(event_id = %id, "ignored a verdict on an event not in flight on this WebSocket");
+                        }
                     }
                     Inbound::Event(None) | Inbound::Snapshot | Inbound::Other => {}
                 },

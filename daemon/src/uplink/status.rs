@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kitty_proto::api::UplinkStatus;
+use kitty_proto::api::{InFlight, UplinkStatus};
 use tokio::sync::Notify;
 
 /// What the socket API shares with the uplink task.
@@ -43,6 +43,23 @@ impl UplinkShared {
         if s.state != was {
             self.feed.state(&s.state, s.last_error.as_deref());
         }
+    }
+
+    /// Shows `what` as in flight from now until the guard is dropped, so a
+    /// slow request is visible as such (and not as the last error before it).
+    pub fn in_flight(&self, what: String) -> InFlightGuard {
+        let since = kitty_proto::rules::format_utc(chrono::Utc::now());
+        self.update(|s| s.in_flight = Some(InFlight { what, since }));
+        InFlightGuard(self.clone())
+    }
+}
+
+/// Clears `in_flight` when the request is over, however it ended.
+pub struct InFlightGuard(UplinkShared);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.update(|s| s.in_flight = None);
     }
 }
 

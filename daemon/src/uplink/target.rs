@@ -21,6 +21,12 @@ impl Target {
         let host = url
             .host_str()
             .ok_or_else(|| format!("server_url {server_url:?} has no host"))?;
+        // A user or password in the URL would ride along in every request and
+        // every error message (and so the log); the session is the credentials file.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("server_url holds a user name or password; remove it                  (the session comes from the credentials file)"
+                .into());
+        }
         let ws_scheme = match url.scheme() {
             "https" => "wss",
             "http" if is_loopback(host) => "ws",
@@ -86,6 +92,8 @@ mod tests {
                 .contains("https")
         );
         assert!(Target::parse("ftp://x").is_err());
+        let e = Target::parse("https://alice:hunter2@example.com").unwrap_err();
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
         assert!(Target::parse("nonsense").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The WebSocket to the server (CONTRACT.md §4): events out as bare envelopes,
 //! pings answered, acknowledgements and other nodes' events in.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -36,6 +37,11 @@ pub struct Ws {
     /// Last time anything arrived: a link silent for a minute is dead.
     pub last_heard: Instant,
     pub last_ping_sent: Instant,
+    /// Events sent on this connection and not yet answered on it. Only the
+    /// server's verdicts on these count: an ack or error for anything else
+    /// (never sent, or sent on an earlier connection) is a lie or a mix-up,
+    /// and must neither delete a row nor push it towards the dead letters.
+    in_flight: HashSet<String>,
 }
 
 pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
@@ -68,8 +74,10 @@ pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
             return Err(WsError::Unauthorized);
         }
         Ok(Err(tungstenite::Error::Http(res))) => {
+            let message = super::redirect::refused_upgrade(res.status(), res.headers())
+                .unwrap_or_else(|| format!("the WebSocket upgrade was answered {}", res.status()));
             return Err(WsError::Failed {
-                message: format!("the WebSocket upgrade was answered {}", res.status()),
+                message,
                 connect: false,
             });
         }
@@ -89,6 +97,7 @@ pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
         stream,
         last_heard: now,
         last_ping_sent: now,
+        in_flight: HashSet::new(),
     })
 }
 
@@ -103,11 +112,13 @@ impl Ws {
         let mut bad = Vec::new();
         for row in rows {
             match envelope::outgoing(&row.data, team) {
-                Some(text) => self
-                    .sink
-                    .feed(Message::text(text.into_owned()))
-                    .await
-                    .map_err(|e| format!("WebSocket send failed: {e}"))?,
+                Some(text) => {
+                    self.sink
+                        .feed(Message::text(text.into_owned()))
+                        .await
+                        .map_err(|e| format!("WebSocket send failed: {e}"))?;
+                    self.in_flight.insert(row.event_id.clone());
+                }
                 None => bad.push((
                     row.event_id.clone(),
                     Verdict::Rejected("stored data is not a JSON object".into()),
@@ -119,6 +130,20 @@ impl Ws {
             .await
             .map_err(|e| format!("WebSocket send failed: {e}"))?;
         Ok(bad)
+    }
+
+    /// Takes the server's verdict on `event_id` if that event is in flight
+    /// here; the verdict settles it, so a second one is ignored too.
+    pub fn answer(&mut self, event_id: &str) -> bool {
+        self.in_flight.remove(event_id)
+    }
+
+    /// Forgets events confirmed another way (a batch), so the set stays as
+    /// small as what is really awaiting an answer.
+    pub fn settled<'a>(&mut self, event_ids: impl IntoIterator<Item = &'a str>) {
+        for id in event_ids {
+            self.in_flight.remove(id);
+        }
     }
 
     pub async fn send_text(&mut self, text: String) -> Result<(), String> {
@@ -182,26 +207,32 @@ pub fn classify(text: &str) -> Inbound {
             Inbound::Event(kitty_proto::envelope::lamport(v.get("lamport_clock")).ok())
         }
         Some("snapshot") => Inbound::Snapshot,
+        // Only the statuses that say so are an acceptance; an ack that says
+        // "rejected" is a rejection, and one we cannot read is nothing (the
+        // row stays, and a batch settles it).
         Some("ack") => match (field("event_id"), field("status")) {
+            (Some(id), Some("accepted" | "success")) => {
+                Inbound::Verdict(id.into(), Verdict::Accepted)
+            }
             (Some(id), Some("duplicate")) => Inbound::Verdict(id.into(), Verdict::Duplicate),
-            (Some(id), _) => Inbound::Verdict(id.into(), Verdict::Accepted),
+            (Some(id), Some("rejected" | "error")) => Inbound::Verdict(id.into(), rejection(&v)),
             _ => Inbound::Other,
         },
         Some("error") => match field("event_id") {
-            Some(id) => {
-                let why = field("error")
-                    .or(field("error_message"))
-                    .or(field("message"))
-                    .unwrap_or("rejected by the server");
-                Inbound::Verdict(
-                    id.into(),
-                    Verdict::Rejected(why.chars().take(300).collect()),
-                )
-            }
+            Some(id) => Inbound::Verdict(id.into(), rejection(&v)),
             None => Inbound::Other,
         },
         _ => Inbound::Other,
     }
+}
+
+fn rejection(frame: &Value) -> Verdict {
+    let field = |k: &str| frame.get(k).and_then(Value::as_str);
+    let why = field("error")
+        .or(field("error_message"))
+        .or(field("message"))
+        .unwrap_or("rejected by the server");
+    Verdict::Rejected(why.chars().take(300).collect())
 }
 
 #[cfg(test)]
@@ -235,6 +266,15 @@ mod tests {
             classify(r#"{"type":"error","event_id":"a","status":"rejected","error":"bad"}"#),
             Inbound::Verdict(_, Verdict::Rejected(_))
         ));
+        assert!(matches!(
+            classify(r#"{"type":"ack","event_id":"a","status":"rejected"}"#),
+            Inbound::Verdict(_, Verdict::Rejected(_))
+        ));
+        assert_eq!(classify(r#"{"type":"ack","event_id":"a"}"#), Inbound::Other);
+        assert_eq!(
+            classify(r#"{"type":"ack","event_id":"a","status":"pending"}"#),
+            Inbound::Other
+        );
         assert_eq!(
             classify(r#"{"type":"snapshot","work_packages":[]}"#),
             Inbound::Snapshot

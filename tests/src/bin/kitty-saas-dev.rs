@@ -20,7 +20,8 @@ use kitty_tests::saas::{Config, Db, Faults, Server, User};
     version,
     about = "A reference spec-kitty SaaS server with fault injection, for tests, benchmarks and a first try",
     after_help = "Admin API (unprotected; bind to loopback): GET|POST|DELETE /admin/faults, \
-                  GET /admin/counters, GET /admin/events?limit=N&offset=M&team=T, POST /admin/reset"
+                  GET /admin/counters, GET /admin/events?limit=N&offset=M&team=T, POST /admin/reset, \
+                  POST /admin/ws/drop"
 )]
 struct Args {
     /// Address to listen on; port 0 picks a free one.
@@ -95,6 +96,22 @@ struct Args {
     /// Allow one batch per user per this many seconds, 429 otherwise (0 = no limit).
     #[arg(long, default_value_t = 0)]
     rate_limit_batch_secs: u64,
+
+    /// Answer ROUTE (token, refresh, ws-token, batch, ws) with a 307 to the
+    /// same path at ORIGIN (repeatable).
+    #[arg(long, value_name = "ROUTE=ORIGIN", value_parser = parse_redirect)]
+    redirect: Vec<(String, String)>,
+
+    /// Hold every batch request this long before handling it.
+    #[arg(long, default_value_t = 0)]
+    batch_hang_ms: u64,
+}
+
+fn parse_redirect(s: &str) -> Result<(String, String), String> {
+    let (route, origin) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ROUTE=ORIGIN"))?;
+    Ok((route.to_owned(), origin.to_owned()))
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
@@ -138,6 +155,10 @@ impl Args {
                 empty_results: self.empty_results,
                 rate_limit_batch_secs: self.rate_limit_batch_secs,
                 ack: self.ack,
+                redirect: self.redirect.into_iter().collect(),
+                batch_hang_ms: self.batch_hang_ms,
+                // Lies only a test sets, through /admin/faults.
+                ..Faults::default()
             },
         }
     }

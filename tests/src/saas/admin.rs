@@ -113,6 +113,11 @@ counters! {
     ws_bad_pongs,
     /// `{"type":"event"}` frames sent to other connections.
     ws_broadcasts,
+    /// Every request to an `/api/v1/` route or the WebSocket upgrade, before
+    /// any check: what reached this origin at all.
+    api_requests,
+    /// Frames sent by the ws_send_on_connect fault.
+    ws_forged_frames,
 }
 
 pub(crate) async fn counters(State(st): State<Arc<AppState>>) -> Result<Json<Counters>, ApiError> {
@@ -175,4 +180,13 @@ pub(crate) async fn events(
 pub(crate) async fn reset(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     st.reset().await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// Closes every open WebSocket (code 1012, service restart); clients may
+/// reconnect at once.
+pub(crate) async fn drop_websockets(State(st): State<Arc<AppState>>) -> Json<Value> {
+    let open = st.hub.connected();
+    st.hub.drop_all();
+    tracing::info!(open, "dropping every WebSocket");
+    Json(json!({ "dropped": open }))
 }

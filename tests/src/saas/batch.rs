@@ -52,6 +52,9 @@ pub(crate) async fn batch(
 ) -> Result<Json<Value>, ApiError> {
     st.counters.batch_requests.bump();
     let faults = st.faults();
+    if faults.batch_hang_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.batch_hang_ms)).await;
+    }
     if roll(faults.batch_500_fraction) {
         st.counters.faults_500.bump();
         return Err(ApiError::internal(

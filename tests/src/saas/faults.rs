@@ -1,8 +1,13 @@
 //! The server's live switches: the faults a test turns on to see how the daemon
 //! copes, set at start from the command line and changed through `/admin/faults`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// The routes `redirect` can name.
+pub const REDIRECTABLE: &[&str] = &["token", "refresh", "ws-token", "batch", "ws"];
 
 /// Every switch, as `GET /admin/faults` shows it. `POST /admin/faults` takes any
 /// subset of these keys and leaves the others as they are.
@@ -38,6 +43,22 @@ pub struct Faults {
     /// Not a fault: acknowledge each WebSocket envelope as later servers do.
     /// Off is the 2026-02 behaviour (no acknowledgements).
     pub ack: bool,
+    /// Read WebSocket envelopes and drop them: neither stored nor answered,
+    /// as a server that loses what it is sent.
+    pub ws_ignore_events: bool,
+    /// Answer each WebSocket envelope `{"type":"ack","event_id":...,"status":<this>}`
+    /// without storing it (e.g. "rejected"), as a server whose acks lie.
+    pub ws_fake_ack: Option<String>,
+    /// Frames sent on each new WebSocket right after the snapshot, verbatim:
+    /// acks or errors for events the connection never carried, say.
+    pub ws_send_on_connect: Vec<Value>,
+    /// Answer a route (`token`, `refresh`, `ws-token`, `batch`, `ws`) with
+    /// `307 Temporary Redirect` to the same path at this origin
+    /// (`http://HOST:PORT`), before looking at anything else.
+    pub redirect: BTreeMap<String, String>,
+    /// Hold every batch request this long before handling it, as a server
+    /// that hangs.
+    pub batch_hang_ms: u64,
 }
 
 impl Default for Faults {
@@ -55,6 +76,11 @@ impl Default for Faults {
             empty_results: false,
             rate_limit_batch_secs: 0,
             ack: false,
+            ws_ignore_events: false,
+            ws_fake_ack: None,
+            ws_send_on_connect: Vec::new(),
+            redirect: BTreeMap::new(),
+            batch_hang_ms: 0,
         }
     }
 }
@@ -81,6 +107,16 @@ impl Faults {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0.0 and 1.0, got {v}"));
             }
+        }
+        if let Some(route) = self
+            .redirect
+            .keys()
+            .find(|r| !REDIRECTABLE.contains(&r.as_str()))
+        {
+            return Err(format!(
+                "redirect names {route:?}; the routes are {}",
+                REDIRECTABLE.join(", ")
+            ));
         }
         Ok(())
     }

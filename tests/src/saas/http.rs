@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{LOCATION, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -114,4 +114,38 @@ pub(crate) async fn added_latency(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     next.run(req).await
+}
+
+/// Counts every API request, then answers the `redirect` fault's routes with
+/// a 307 before anything else looks at them.
+pub(crate) async fn count_and_redirect(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    st.counters.api_requests.bump();
+    let route = match req.uri().path() {
+        "/api/v1/token/" => "token",
+        "/api/v1/token/refresh/" => "refresh",
+        "/api/v1/ws-token/" => "ws-token",
+        "/api/v1/events/batch/" => "batch",
+        _ => return next.run(req).await,
+    };
+    match redirect(&st, route, req.uri()) {
+        Some(r) => r,
+        None => next.run(req).await,
+    }
+}
+
+/// The `redirect` fault's 307 for `route`, if it names one.
+pub(crate) fn redirect(st: &AppState, route: &str, uri: &Uri) -> Option<Response> {
+    let origin = st.faults().redirect.get(route)?.clone();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{}{path}", origin.trim_end_matches('/'));
+    tracing::info!(route, %location, "redirecting (fault redirect)");
+    let mut response = (StatusCode::TEMPORARY_REDIRECT, "").into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, v);
+    }
+    Some(response)
 }

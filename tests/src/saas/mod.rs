@@ -8,7 +8,8 @@
 //! - `POST /api/v1/token/`, `POST /api/v1/token/refresh/` (rotating),
 //!   `POST /api/v1/ws-token/`, `POST /api/v1/events/batch/`, `GET /ws/v1/events/`
 //! - `GET|POST|DELETE /admin/faults`, `GET /admin/counters`,
-//!   `GET /admin/events?limit=N&offset=M&team=T`, `POST /admin/reset`
+//!   `GET /admin/events?limit=N&offset=M&team=T`, `POST /admin/reset`,
+//!   `POST /admin/ws/drop`
 
 mod admin;
 mod auth;
@@ -117,6 +118,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::added_latency,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::count_and_redirect,
         ));
     Router::new()
         .merge(api)
@@ -130,6 +135,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/admin/counters", get(admin::counters))
         .route("/admin/events", get(admin::events))
         .route("/admin/reset", post(admin::reset))
+        .route("/admin/ws/drop", post(admin::drop_websockets))
         .fallback(|| async { http::ApiError::new(StatusCode::NOT_FOUND, "Not found") })
         .with_state(state)
 }

@@ -11,7 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::AppState;
 use super::auth::{Claims, TokenKind};
@@ -24,9 +24,15 @@ use super::http::ApiError;
 pub(crate) struct Hub {
     next_id: AtomicU64,
     teams: Mutex<HashMap<String, HashMap<u64, mpsc::UnboundedSender<String>>>>,
+    /// Bumped by `/admin/ws/drop`: every open socket closes.
+    drops: watch::Sender<u64>,
 }
 
 impl Hub {
+    pub(crate) fn drop_all(&self) {
+        self.drops.send_modify(|n| *n += 1);
+    }
+
     fn join(&self, team: &str) -> (u64, mpsc::UnboundedReceiver<String>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -90,8 +96,13 @@ impl Hub {
 pub(crate) async fn upgrade(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    st.counters.api_requests.bump();
+    if let Some(r) = super::http::redirect(&st, "ws", &uri) {
+        return r;
+    }
     if st.faults().ws_refuse_upgrade {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -153,8 +164,13 @@ impl Connection {
         id: u64,
         rx: &mut mpsc::UnboundedReceiver<String>,
     ) -> anyhow::Result<String> {
+        let mut dropped = self.st.hub.drops.subscribe();
         let snapshot = json!({ "type": "snapshot", "work_packages": self.snapshot().await? });
         socket.send(Message::text(snapshot.to_string())).await?;
+        for frame in self.st.faults().ws_send_on_connect {
+            socket.send(Message::text(frame.to_string())).await?;
+            self.st.counters.ws_forged_frames.bump();
+        }
         let period = self.st.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut shutdown = self.st.shutdown.subscribe();
@@ -167,6 +183,10 @@ impl Connection {
                 () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
                     close(socket, close_code::AWAY, "server shutting down").await;
                     return Ok("server shutdown".into());
+                }
+                _ = dropped.changed() => {
+                    close(socket, close_code::RESTART, "dropped by /admin/ws/drop").await;
+                    return Ok("dropped by /admin/ws/drop".into());
                 }
                 Some(frame) = rx.recv() => socket.send(Message::text(frame)).await?,
                 msg = socket.recv() => {
@@ -239,6 +259,16 @@ impl Connection {
             _ => {}
         }
         self.st.counters.ws_events.bump();
+        let faults = self.st.faults();
+        if faults.ws_ignore_events {
+            return Ok(None);
+        }
+        if let Some(status) = faults.ws_fake_ack {
+            let id = events::event_id_of(&fields);
+            return Ok(Some(
+                json!({ "type": "ack", "event_id": id, "status": status }).to_string(),
+            ));
+        }
         let tenant = self.claims.team.clone();
         if let Some(other) = events::foreign_team(&fields, &tenant) {
             self.st.counters.forbidden.bump();
