@@ -55,21 +55,51 @@ enum TailError {
 }
 
 async fn run(client: &Client, opts: TailOptions) -> ExitCode {
-    let body = match open(client.socket(), opts.since_start).await {
-        Ok(b) => b,
-        Err(TailError::Transport(e)) if crate::status::unreachable(&e) => {
-            return crate::status::not_running(&e);
-        }
-        Err(e) => {
-            eprintln!("kitty-sync: error: {e}");
-            return ExitCode::from(1);
-        }
+    let mut at = Position {
+        after: opts.since_start.then_some(0),
+        ..Position::default()
     };
-    follow(client.home(), body, opts).await
+    loop {
+        let body = match open(client.socket(), at.after).await {
+            Ok(b) => b,
+            Err(TailError::Transport(e)) if crate::status::unreachable(&e) && !at.resumed => {
+                return crate::status::not_running(&e);
+            }
+            Err(e) => {
+                eprintln!("kitty-sync: error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match follow(client.home(), body, opts, &mut at).await {
+            End::Reconnect => {
+                // The daemon ended this response (a connection lives a
+                // minute); ask again from the last line read.
+                at.after = Some(at.last_seq);
+                at.resumed = true;
+            }
+            End::Exit(code) => return code,
+        }
+    }
+}
+
+/// Where a tail stands across the responses it reads.
+#[derive(Debug, Default)]
+struct Position {
+    /// `after=` of the next request.
+    after: Option<u64>,
+    /// The seq of the last line read (or, before any, the daemon's last).
+    last_seq: u64,
+    /// Not the first request: its hello is not shown again.
+    resumed: bool,
+}
+
+enum End {
+    Reconnect,
+    Exit(ExitCode),
 }
 
 /// Connects, checks who serves the socket, and sends the request.
-async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming, TailError> {
+async fn open(socket: &Path, after: Option<u64>) -> Result<hyper::body::Incoming, TailError> {
     let deadline = ANSWER_DEADLINE;
     let stream = tokio::time::timeout(deadline, tokio::net::UnixStream::connect(socket))
         .await
@@ -103,10 +133,9 @@ async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming,
         .await
         .map_err(|e| TransportError::Failed(format!("cannot talk to the daemon: {e}")))?;
     tokio::spawn(conn);
-    let path = if since_start {
-        "/v1/feed?since_start=true"
-    } else {
-        "/v1/feed"
+    let path = match after {
+        Some(seq) => format!("/v1/feed?after={seq}"),
+        None => "/v1/feed".to_owned(),
     };
     let req = Request::get(path)
         .header(hyper::header::HOST, "localhost")
@@ -140,14 +169,16 @@ async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming,
     }))
 }
 
-/// Prints lines until the feed ends.
+/// Prints the lines of one response until it ends. A later response's
+/// `hello` and every `reconnect` are not shown: they are not events.
 async fn follow(
     home: &kitty_proto::home::Home,
     mut body: hyper::body::Incoming,
     opts: TailOptions,
-) -> ExitCode {
+    at: &mut Position,
+) -> End {
     let mut buf: Vec<u8> = Vec::new();
-    let mut stopping = false;
+    let mut end = None;
     let mut out = std::io::stdout().lock();
     loop {
         let frame = match body.frame().await {
@@ -155,26 +186,35 @@ async fn follow(
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 eprintln!("kitty-sync: error: the feed broke off: {e}");
-                return ExitCode::from(1);
+                return End::Exit(ExitCode::from(1));
             }
         };
         let Some(data) = frame.data_ref() else {
             continue;
         };
         buf.extend_from_slice(data);
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = buf.drain(..=end).collect();
+        while let Some(eol) = buf.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = buf.drain(..=eol).collect();
             let raw = &raw[..raw.len() - 1];
             let line = serde_json::from_slice::<FeedLine>(raw).ok();
+            let mut show = true;
             if let Some(l) = &line {
+                if let Some(seq) = l.seq {
+                    at.last_seq = at.last_seq.max(seq);
+                }
                 match &l.event {
                     FeedEvent::Hello {
                         protocol,
                         version,
                         pid,
+                        last_seq,
                         ..
                     } => {
-                        if !opts.json {
+                        show = !at.resumed;
+                        if at.after.is_none() {
+                            at.last_seq = *last_seq;
+                        }
+                        if show && !opts.json {
                             eprintln!("{}", hello(l));
                         }
                         let daemon = crate::skew::Daemon {
@@ -185,9 +225,16 @@ async fn follow(
                         };
                         crate::skew::warn(home, &daemon);
                     }
-                    FeedEvent::Stopping => stopping = true,
+                    FeedEvent::Stopping => end = Some(End::Exit(ExitCode::SUCCESS)),
+                    FeedEvent::Reconnect => {
+                        show = false;
+                        end = Some(End::Reconnect);
+                    }
                     _ => {}
                 }
+            }
+            if !show {
+                continue;
             }
             let text = if opts.json {
                 Some(String::from_utf8_lossy(raw).into_owned())
@@ -204,22 +251,26 @@ async fn follow(
                 && writeln!(out, "{text}").and_then(|()| out.flush()).is_err()
             {
                 // Standard output is gone (`| head`): nothing more to do.
-                return ExitCode::SUCCESS;
+                return End::Exit(ExitCode::SUCCESS);
             }
         }
         if buf.len() > MAX_LINE {
             eprintln!("kitty-sync: error: the daemon sent a line over {MAX_LINE} bytes");
-            return ExitCode::from(1);
+            return End::Exit(ExitCode::from(1));
         }
     }
-    if stopping {
-        if !opts.json {
-            eprintln!("kitty-syncd stopped; the feed ended");
+    match end {
+        Some(End::Exit(code)) => {
+            if !opts.json {
+                eprintln!("kitty-syncd stopped; the feed ended");
+            }
+            End::Exit(code)
         }
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("kitty-sync: error: the daemon closed the feed");
-        ExitCode::from(1)
+        Some(End::Reconnect) => End::Reconnect,
+        None => {
+            eprintln!("kitty-sync: error: the daemon closed the feed");
+            End::Exit(ExitCode::from(1))
+        }
     }
 }
 
@@ -281,7 +332,10 @@ pub fn render(l: &FeedLine) -> Option<String> {
         FeedEvent::Missed { missed } => {
             format!("{t} missed     {missed} lines: this reader fell behind")
         }
-        FeedEvent::Hello { .. } | FeedEvent::Stopping | FeedEvent::Unknown => return None,
+        FeedEvent::Hello { .. }
+        | FeedEvent::Reconnect
+        | FeedEvent::Stopping
+        | FeedEvent::Unknown => return None,
     };
     Some(clean(&text))
 }
@@ -307,6 +361,7 @@ mod tests {
     fn line(event: FeedEvent) -> FeedLine {
         FeedLine {
             at: "2026-02-04T13:47:09.123456+00:00".into(),
+            seq: Some(1),
             event,
         }
     }
