@@ -154,7 +154,13 @@ impl Client {
             Ok(a) => format!("the daemon answered {}", a.status),
             Err(e) => e.to_string(),
         };
-        self.fall_back(&text, &why, started + EMIT_BUDGET).await
+        self.fall_back(&text, &why, started + EMIT_BUDGET)
+            .await
+            .map_err(|e| match e {
+                // Say why no daemon of ours took it, not only why we will not queue it.
+                EmitError::Forbidden(m) => EmitError::Forbidden(format!("{why}; {m}")),
+                e => e,
+            })
     }
 
     async fn fall_back(
@@ -170,6 +176,18 @@ impl Client {
                 None,
             )))
         })?;
+        // The daemon's own limit: what it would refuse is not queued behind its back.
+        if text.len() > kitty_proto::MAX_BODY_BYTES {
+            return Err(EmitError::Invalid(Box::new(error_body(
+                "payload_too_large",
+                format!(
+                    "the event is {} bytes; the limit is {}",
+                    text.len(),
+                    kitty_proto::MAX_BODY_BYTES
+                ),
+                None,
+            ))));
+        }
         let submission = parse_one(raw).map_err(|v| {
             EmitError::Invalid(Box::new(ErrorBody {
                 field: Some(v.field.clone()),
@@ -267,10 +285,22 @@ impl Client {
     }
 }
 
-/// Adds a fresh event_id to a draft that has none; anything else is left as is.
+/// Adds a fresh event_id to a draft that has none (absent or `null`), so that
+/// the id printed is the id queued, whichever way the event goes; anything
+/// else is left as is. A draft that repeats a key is left as is too: rewriting
+/// it would quietly keep one of the values, and it is refused whole.
 fn with_event_id(event_json: &str) -> String {
+    if !matches!(
+        kitty_proto::unique_keys::first_duplicate_key(event_json),
+        Ok(None)
+    ) {
+        return event_json.to_owned();
+    }
     match serde_json::from_str::<Map<String, Value>>(event_json) {
-        Ok(mut obj) if !obj.contains_key("lamport_clock") && !obj.contains_key("event_id") => {
+        Ok(mut obj)
+            if !obj.contains_key("lamport_clock")
+                && obj.get("event_id").is_none_or(Value::is_null) =>
+        {
             obj.insert(
                 "event_id".into(),
                 Value::String(ulid::Ulid::generate().to_string()),

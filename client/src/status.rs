@@ -84,10 +84,7 @@ pub fn main(json: bool) -> ExitCode {
 /// Whether a failed call means no daemon answered at all (exit 3), rather
 /// than a daemon that answered with an error.
 pub fn unreachable(e: &crate::TransportError) -> bool {
-    matches!(
-        e,
-        crate::TransportError::NotRunning(_) | crate::TransportError::Timeout(_)
-    )
+    e.no_daemon()
 }
 
 /// Says how to start the daemon and returns exit status 3, for commands that
@@ -99,6 +96,9 @@ pub fn not_running(e: &crate::TransportError) -> ExitCode {
             "kitty-sync: kitty-syncd did not answer within {d:?}; `kitty-sync status` shows its state; \
              if it is not running, start it with: {hint}"
         ),
+        crate::TransportError::ForeignPeer { .. } => {
+            eprintln!("kitty-sync: warning: {e}; start our own daemon with: {hint}")
+        }
         _ => eprintln!("kitty-sync: kitty-syncd is not running; start it with: {hint}"),
     }
     ExitCode::from(NOT_RUNNING)
@@ -161,6 +161,15 @@ pub fn render(s: &Status) -> String {
     rows.push(("version", s.version.clone()));
     rows.push(("socket", s.socket.clone()));
     rows.push(("home", s.home.clone()));
+    if s.spool_rejected > 0 {
+        rows.push((
+            "set aside",
+            format!(
+                "{} spool files in spool/rejected/, never to be queued (the daemon's log says why)",
+                s.spool_rejected
+            ),
+        ));
+    }
     let oldest = s.queue.oldest_age_secs.map_or(String::new(), |a| {
         format!(", oldest {} ago", human_duration(a))
     });
@@ -189,6 +198,16 @@ pub fn render(s: &Status) -> String {
         rows.push((
             "spooled",
             format!("{} events waiting for the daemon", s.spooled),
+        ));
+    }
+    if let Some(e) = s.writer.last_error.as_ref().filter(|_| !s.writer.ok) {
+        rows.push((
+            "commits",
+            format!(
+                "FAILING since {} ({} in a row): {e}",
+                s.writer.failing_since.as_deref().unwrap_or("?"),
+                s.writer.consecutive_failures
+            ),
         ));
     }
     rows.push((

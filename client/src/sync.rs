@@ -243,10 +243,12 @@ mod tests {
             connection: uplink.state.clone(),
             supervisor: None,
             spooled: 0,
+            spool_rejected: 0,
             start_hint: None,
             config_loaded_at: None,
             uplink,
             health: None,
+            writer: Default::default(),
         }
     }
 

@@ -63,10 +63,12 @@ fn status_of(f: &Fake) -> Status {
         connection: f.uplink.state.clone(),
         supervisor: None,
         spooled: 0,
+        spool_rejected: 0,
         start_hint: None,
         config_loaded_at: None,
         uplink: f.uplink.clone(),
         health: None,
+        writer: Default::default(),
     }
 }
 

@@ -197,6 +197,10 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
             "queue_full",
             e.to_string(),
         ),
+        // Permanent: no value is left to issue, so falling back cannot help.
+        Err(e @ CommitError::ClockExhausted { .. }) => {
+            error(StatusCode::CONFLICT, "clock_exhausted", e.to_string())
+        }
         Err(e @ CommitError::Storage(_)) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",
@@ -365,19 +369,30 @@ fn json_or_500<T: serde::Serialize>(result: Result<T, kitty_store::StoreError>) 
     }
 }
 
-/// Healthy = the socket answers and the writer still takes events.
+/// Healthy = the socket answers, the writer still takes events, and its last
+/// commit did not fail (a full disk, a lost clock.lock): the watchdog probes
+/// this, so a daemon that cannot commit stops being reported alive.
 async fn get_health(State(state): State<AppState>) -> Response {
-    let ok = state.writer.is_alive();
-    let status = if ok {
+    let error = if state.writer.is_alive() {
+        state
+            .writer
+            .health()
+            .last_error
+            .map(|e| format!("the last commit failed: {e}"))
+    } else {
+        Some("the writer has stopped".into())
+    };
+    let status = if error.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Health {
-        ok,
+        ok: error.is_none(),
         pid: std::process::id(),
         version: VERSION.into(),
         protocol: PROTOCOL,
+        error,
     };
     (status, Json(body)).into_response()
 }

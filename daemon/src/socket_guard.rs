@@ -11,10 +11,11 @@
 //! - a socket that does not answer: a stale one, replaced like at start-up;
 //! - anything else: left alone (logged once).
 //!
-//! All of that only while this daemon still holds the home's instance lock,
-//! the very file it locked at start. If that file is gone or replaced,
-//! another daemon may own the home now: the guard reports it lost, and the
-//! daemon stops rather than compete.
+//! All of that only while this daemon still holds the home's instance lock.
+//! A removed lock file is taken back by the instance guard in `startup`; if
+//! the path names a file another process holds, another daemon may own the
+//! home now: the instance guard raises the flag this guard reads, the guard
+//! reports it lost, and the daemon stops rather than compete.
 //!
 //! Not used when the service manager passed the socket in: the path is its
 //! to keep.
@@ -22,6 +23,7 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,23 +60,22 @@ pub struct SocketGuard {
     path: PathBuf,
     /// The socket file we bound last, shared with [`SocketOwner`].
     ours: Arc<Mutex<FileId>>,
-    lock_path: PathBuf,
-    lock: FileId,
+    /// Raised by the instance guard while another process holds the instance lock's path.
+    instance_lost: Arc<AtomicBool>,
     tick: tokio::time::Interval,
     /// The last problem logged, so that a lasting one is logged once.
     noted: Option<String>,
 }
 
 impl SocketGuard {
-    /// `socket` was just bound by us; `lock` is the instance lock we hold at `lock_path`.
-    pub fn new(socket: &Path, lock_path: &Path, lock: &std::fs::File) -> io::Result<Self> {
+    /// `socket` was just bound by us.
+    pub fn new(socket: &Path, instance_lost: Arc<AtomicBool>) -> io::Result<Self> {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
             path: socket.to_path_buf(),
             ours: Arc::new(Mutex::new(FileId::of(&std::fs::symlink_metadata(socket)?))),
-            lock_path: lock_path.to_path_buf(),
-            lock: FileId::of(&lock.metadata()?),
+            instance_lost,
             tick,
             noted: None,
         })
@@ -103,13 +104,12 @@ impl SocketGuard {
     }
 
     async fn check(&mut self) -> Option<GuardEvent> {
-        let lock_now = std::fs::metadata(&self.lock_path).map(|m| FileId::of(&m));
-        if lock_now.ok() != Some(self.lock) {
-            return Some(GuardEvent::Lost(format!(
-                "{} was removed or replaced: this daemon no longer holds the home's \
-                 instance lock, so it stops (another daemon may run for this home now)",
-                self.lock_path.display()
-            )));
+        if self.instance_lost.load(Ordering::Acquire) {
+            return Some(GuardEvent::Lost(
+                "another process holds the home's instance lock now: this daemon no longer \
+                 owns the home, so it stops (another daemon may run for this home now)"
+                    .to_owned(),
+            ));
         }
         match std::fs::symlink_metadata(&self.path) {
             Ok(m) if FileId::of(&m) == self.ours() => {

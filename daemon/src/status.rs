@@ -25,5 +25,14 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
     status.uplink.dead_letters = kitty_store::outbox::dead_count(&mut conn).await?;
     status.connection = status.uplink.state.clone();
     status.health = Some(crate::health::of_status(&status, &settings.config));
+    let writer = state.writer.health();
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(kitty_proto::rules::format_utc);
+    status.writer = kitty_proto::api::WriterStatus {
+        ok: writer.ok(),
+        last_error: writer.last_error,
+        failing_since: at(writer.failing_since),
+        consecutive_failures: writer.consecutive_failures,
+        last_commit_at: at(writer.last_commit_at),
+    };
     Ok(status)
 }

@@ -48,8 +48,14 @@ pub fn activated_listener() -> std::io::Result<Option<std::os::unix::net::UnixLi
 pub async fn status_line(state: &AppState) -> String {
     match crate::status::report(state).await {
         Ok(s) => format!(
-            "queue {} events, clock {}, {}",
-            s.queue.depth, s.clock.value, s.connection
+            "{}queue {} events, clock {}, {}",
+            match &s.writer.last_error {
+                Some(e) if !s.writer.ok => format!("commits FAILING ({e}); "),
+                _ => String::new(),
+            },
+            s.queue.depth,
+            s.clock.value,
+            s.connection
         ),
         Err(e) => format!("cannot read the queue: {e}"),
     }

@@ -1,9 +1,14 @@
 //! The writer: the one task that owns the ledger. Requests queue up on a
 //! channel while a commit is in flight; the next commit takes all of them at
 //! once (group commit), so one disk sync serves many events.
+//!
+//! It also says how its commits go ([`WriterHealth`]): `/v1/health` (and so
+//! the watchdog) and `status` report a writer whose last commit failed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kitty_proto::api::Accepted;
 use kitty_store::{CommitError, Job, Ledger};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,6 +19,9 @@ use crate::settings::SettingsRx;
 const MAX_GROUP_EVENTS: usize = 8192;
 /// Requests waiting for the writer; beyond this, handlers wait to enqueue.
 const CHANNEL_DEPTH: usize = 4096;
+/// How often an idle writer checks that `clock.lock` is still its own, so a
+/// removed lock file is taken back before a client could take it.
+const OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 pub type Reply = Result<Vec<Accepted>, CommitError>;
 
@@ -26,16 +34,60 @@ enum Msg {
     Receive(u64),
 }
 
+/// How the writer's commits go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterHealth {
+    /// Why the last commit failed, while no later one has succeeded.
+    pub last_error: Option<String>,
+    /// When the first of the failures in a row happened.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub consecutive_failures: u64,
+    pub last_commit_at: Option<DateTime<Utc>>,
+}
+
+impl WriterHealth {
+    pub fn ok(&self) -> bool {
+        self.last_error.is_none()
+    }
+
+    fn failed(&mut self, error: String) {
+        self.failing_since.get_or_insert_with(Utc::now);
+        self.consecutive_failures += 1;
+        self.last_error = Some(error);
+    }
+
+    /// The failure is over without a commit (the lock is ours again).
+    fn recovered(&mut self) {
+        *self = Self {
+            last_commit_at: self.last_commit_at,
+            ..Self::default()
+        };
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self {
+            last_commit_at: Some(Utc::now()),
+            ..Self::default()
+        };
+    }
+}
+
 /// A cheap handle for submitting jobs to the writer.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    health: watch::Receiver<WriterHealth>,
 }
 
 impl WriterHandle {
     /// Whether the writer task still takes jobs.
     pub fn is_alive(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// How the writer's commits go now.
+    pub fn health(&self) -> WriterHealth {
+        self.health.borrow().clone()
     }
 
     /// Stamps and commits `job`; resolves once it is durable (or refused).
@@ -65,10 +117,35 @@ pub fn spawn(
     feed: crate::feed::Feed,
 ) -> (WriterHandle, tokio::task::JoinHandle<Ledger>) {
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
+    let (health_tx, health) = watch::channel(WriterHealth::default());
     let task = tokio::spawn(async move {
         let mut jobs = Vec::new();
         let mut replies = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut check = tokio::time::interval(OWNERSHIP_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lost_lock = false;
+        loop {
+            let first = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = check.tick() => {
+                    match ledger.assert_ownership().await {
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            health_tx.send_modify(|h| h.failed(e.to_string()));
+                            lost_lock = true;
+                        }
+                        Ok(()) if std::mem::take(&mut lost_lock) => {
+                            tracing::info!("clock.lock is ours again");
+                            health_tx.send_modify(WriterHealth::recovered);
+                        }
+                        Ok(()) => {}
+                    }
+                    continue;
+                }
+            };
             let mut events = 0;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -87,6 +164,18 @@ pub fn spawn(
             if jobs.is_empty() && !ledger.unpersisted() {
                 continue;
             }
+            // The ledger checks this too; here a lost lock is told apart from
+            // other failures, so the idle check can report it over when it is.
+            if let Err(e) = ledger.assert_ownership().await {
+                tracing::error!("{e}");
+                health_tx.send_modify(|h| h.failed(e.to_string()));
+                lost_lock = true;
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(CommitError::Storage(e.to_string())));
+                }
+                jobs.clear();
+                continue;
+            }
             let current: Arc<_> = settings.borrow().clone();
             ledger.set_max_queue_size(current.config.max_queue_size);
             let results = ledger.commit(&jobs, current.team_slug()).await;
@@ -95,12 +184,30 @@ pub fn spawn(
             if !jobs.is_empty() {
                 let _ = committed.send(());
             }
-            for (reply, result) in replies.drain(..).zip(results) {
-                if let Err(e) = &result {
-                    match e {
-                        CommitError::QueueFull { .. } => tracing::warn!("{e}"),
-                        CommitError::Storage(_) => tracing::error!("commit failed: {e}"),
+            // Per-job refusals (the cap, the clock's range) are the commit
+            // working; a storage error fails every job of the group alike.
+            match results.iter().find_map(|r| match r {
+                Err(CommitError::Storage(e)) => Some(e.clone()),
+                _ => None,
+            }) {
+                Some(e) => {
+                    tracing::error!("commit failed: {e}");
+                    health_tx.send_modify(|h| h.failed(e));
+                }
+                None => {
+                    if !health_tx.borrow().ok() {
+                        tracing::info!("commits succeed again");
                     }
+                    lost_lock = false;
+                    health_tx.send_modify(WriterHealth::succeeded);
+                }
+            }
+            for (reply, result) in replies.drain(..).zip(results) {
+                if let Err(
+                    e @ (CommitError::QueueFull { .. } | CommitError::ClockExhausted { .. }),
+                ) = &result
+                {
+                    tracing::warn!("{e}");
                 }
                 let _ = reply.send(result);
             }
@@ -108,5 +215,5 @@ pub fn spawn(
         }
         ledger
     });
-    (WriterHandle { tx }, task)
+    (WriterHandle { tx, health }, task)
 }

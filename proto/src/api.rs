@@ -105,6 +105,9 @@ pub struct Health {
     pub version: String,
     #[serde(default = "protocol_unnumbered")]
     pub protocol: u32,
+    /// Why the daemon is not healthy (503), e.g. its last commit failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/queue?limit=N`: the oldest queued events first.
@@ -150,8 +153,12 @@ pub struct Status {
     pub connection: String,
     /// How the daemon was started: `systemd`, `launchd` or `manual`.
     pub supervisor: Option<String>,
-    /// Events waiting in the spool for a daemon to stamp them.
+    /// Files waiting in the spool for a daemon to stamp them (or to set aside).
     pub spooled: u64,
+    /// Spool files set aside in `spool/rejected/`, never to be queued: invalid,
+    /// unfinished, not a regular file, or another user's.
+    #[serde(default)]
+    pub spool_rejected: u64,
     /// When not running: the command that starts the daemon.
     pub start_hint: Option<String>,
     /// When config.toml was last read (start-up, SIGHUP, or a change on disk).
@@ -163,6 +170,34 @@ pub struct Status {
     /// Whether delivery is stuck (a running daemon only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<DeliveryHealth>,
+    /// How the daemon's commits to queue.db go.
+    #[serde(default)]
+    pub writer: WriterStatus,
+}
+
+/// The daemon's writer: whether its commits succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterStatus {
+    /// False while the last commit failed and none has succeeded since.
+    pub ok: bool,
+    pub last_error: Option<String>,
+    /// When the current run of failures began (RFC 3339).
+    pub failing_since: Option<String>,
+    pub consecutive_failures: u64,
+    /// The last commit that succeeded (RFC 3339).
+    pub last_commit_at: Option<String>,
+}
+
+impl Default for WriterStatus {
+    fn default() -> Self {
+        Self {
+            ok: true,
+            last_error: None,
+            failing_since: None,
+            consecutive_failures: 0,
+            last_commit_at: None,
+        }
+    }
 }
 
 /// What the uplink is doing; `state` is also `Status::connection`.

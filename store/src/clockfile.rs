@@ -1,8 +1,14 @@
 //! clock.json: `{"value", "node_id", "updated_at"}`, pretty-printed with an
 //! indent of 2 as Python's `json.dump(..., indent=2)` writes it, mode 0600,
 //! replaced atomically.
+//!
+//! The spec-kitty CLI writes this file too (it ticks a private copy of the
+//! clock and saves it), so the ledger watches it: [`FileId`] is what a `stat`
+//! tells about the file, cheap enough to compare before every commit.
 
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,18 +42,40 @@ impl ClockFile {
     }
 }
 
-pub fn read(path: &Path) -> ClockFile {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ClockFile::Missing,
-        Err(e) => return ClockFile::Corrupt(format!("cannot read: {e}")),
-    };
-    if bytes.len() > 64 * 1024 {
-        return ClockFile::Corrupt(format!(
-            "{} bytes, far larger than a checkpoint",
-            bytes.len()
-        ));
+/// Which file a path names and its state: replaced (a new inode) or written in
+/// place (size, mtime), any write by anyone changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
     }
+}
+
+/// The file at `path` now, or `None` when there is none.
+pub fn stat(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| FileId::of(&m))
+}
+
+pub fn read(path: &Path) -> ClockFile {
+    /// A checkpoint is under 200 bytes; anything far larger is not one.
+    const MAX_FILE_BYTES: u64 = 64 * 1024;
+    let bytes = match fsutil::read_state_file(path, MAX_FILE_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return ClockFile::Missing,
+        Err(e) => return ClockFile::Corrupt(e.problem.to_string()),
+    };
     let v: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => return ClockFile::Corrupt(format!("not JSON: {e}")),
@@ -67,15 +95,156 @@ pub fn read(path: &Path) -> ClockFile {
     ClockFile::Valid { value, node_id }
 }
 
-/// Writes the checkpoint atomically (fsync, rename, directory fsync), 0600.
-pub fn write(path: &Path, value: u64, node_id: &str) -> std::io::Result<()> {
+fn render(value: u64, node_id: &str) -> String {
     let cp = Checkpoint {
         value,
         node_id: node_id.to_owned(),
         updated_at: kitty_proto::rules::format_utc(chrono::Utc::now()),
     };
-    let text = serde_json::to_string_pretty(&cp).expect("a checkpoint always serialises");
-    fsutil::atomic_write(path, text.as_bytes(), 0o600)
+    serde_json::to_string_pretty(&cp).expect("a checkpoint always serialises")
+}
+
+/// Writes the checkpoint atomically and durably (fsync, rename, directory
+/// fsync), 0600.
+pub fn write(path: &Path, value: u64, node_id: &str) -> std::io::Result<()> {
+    fsutil::atomic_write(path, render(value, node_id).as_bytes(), 0o600)
+}
+
+/// Replaces the checkpoint atomically (a temporary file put in its place), 0600,
+/// without waiting for the disk: cheap enough for every commit, since the
+/// high-water mark in queue.db, not this file, is what survives a crash.
+/// Returns the [`FileId`] of the file written.
+pub fn replace(path: &Path, value: u64, node_id: &str) -> std::io::Result<FileId> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".clock.json.{}.{}.tmp",
+        std::process::id(),
+        ulid::Ulid::generate()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(render(value, node_id).as_bytes())?;
+        let id = FileId::of(&f.metadata()?);
+        swap_into_place(&tmp, path)?;
+        Ok(id)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Puts `tmp` at `path` atomically. Renaming over an existing file makes ext4
+/// flush the new one first (auto_da_alloc: over a millisecond, per commit);
+/// exchanging the two names is as atomic for a reader and costs microseconds.
+/// The old file, now at `tmp`, is removed after.
+fn swap_into_place(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    match renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_file(tmp) {
+                tracing::warn!("cannot remove the old clock.json at {}: {e}", tmp.display());
+            }
+            Ok(())
+        }
+        // No clock.json yet, or a file system that cannot exchange names.
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
+            std::fs::rename(tmp, path)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// clock.json as a writer of the clock keeps it: rewritten after every commit
+/// (cheaply, see [`replace`]), re-read whenever someone else wrote it, and
+/// never lowered.
+#[derive(Debug)]
+pub struct Watched {
+    path: PathBuf,
+    node_id: String,
+    /// The file as we last saw it, whoever wrote it.
+    seen: Option<FileId>,
+    /// The value of our own last write, while the file is still that write.
+    ours: Option<u64>,
+    /// A write failed and was not yet followed by one that succeeded.
+    failing: bool,
+}
+
+/// What changed in clock.json since we last looked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Noticed {
+    Nothing,
+    /// Someone else wrote a valid checkpoint with this value.
+    Value(u64),
+    /// Someone else wrote it, and it is unusable (the reason says why).
+    Unusable(String),
+    /// Someone removed it.
+    Removed,
+}
+
+impl Watched {
+    /// Starts watching `path`, as `seen` found it when its value was last read.
+    pub fn new(path: PathBuf, node_id: String, seen: Option<FileId>) -> Self {
+        Self {
+            path,
+            node_id,
+            seen,
+            ours: None,
+            failing: false,
+        }
+    }
+
+    /// One `stat`; a read only when the file changed since we last looked.
+    pub fn notice(&mut self) -> Noticed {
+        let now = stat(&self.path);
+        if now == self.seen {
+            return Noticed::Nothing;
+        }
+        self.seen = now;
+        self.ours = None;
+        if now.is_none() {
+            return Noticed::Removed;
+        }
+        match read(&self.path) {
+            ClockFile::Valid { value, .. } => Noticed::Value(value),
+            ClockFile::Corrupt(why) => Noticed::Unusable(why),
+            ClockFile::Missing => Noticed::Removed,
+        }
+    }
+
+    /// Makes the file say `value`, unless it already does by our own write.
+    /// The caller noticed the file first and never passes a lower value than
+    /// it holds. A failure leaves the file as it was, for the next try.
+    pub fn publish(&mut self, value: u64) -> std::io::Result<()> {
+        if self.ours == Some(value) {
+            return Ok(());
+        }
+        match replace(&self.path, value, &self.node_id) {
+            Ok(id) => {
+                self.seen = Some(id);
+                self.ours = Some(value);
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("clock.json is written again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(
+                        "cannot update {}: {e}; queue.db's high-water mark keeps the clock, \
+                         and the file is written again after the next commit",
+                        self.path.display()
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn any_write_changes_the_file_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock.json");
+        assert_eq!(stat(&p), None);
+        let ours = replace(&p, 7, "3f9a0c1b2d4e").unwrap();
+        assert_eq!(stat(&p), Some(ours), "the id returned is the file's");
+        assert_eq!(read(&p).value(), 7);
+        let again = replace(&p, 7, "3f9a0c1b2d4e").unwrap();
+        assert_ne!(again, ours, "replaced: a new file");
+        // Written in place, as a tool without atomic writes does.
+        std::fs::write(&p, r#"{"value": 9}"#).unwrap();
+        assert_ne!(stat(&p), Some(again));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
     fn corrupt_shapes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("clock.json");
@@ -114,9 +303,16 @@ mod tests {
             r#"{"value":"7"}"#,
             r#"{"value":-1}"#,
             r#"{"value":1.5}"#,
+            r#"{"value":9007199254740992}"#,
+            r#"{"value":18446744073709551615}"#,
         ] {
             std::fs::write(&p, bad).unwrap();
             assert!(matches!(read(&p), ClockFile::Corrupt(_)), "{bad}");
+        }
+        std::fs::write(&p, vec![b' '; 64 * 1024 + 1]).unwrap();
+        match read(&p) {
+            ClockFile::Corrupt(why) => assert!(why.contains("over the limit"), "{why}"),
+            other => panic!("{other:?}"),
         }
         std::fs::write(&p, r#"{"value": 9}"#).unwrap();
         assert_eq!(
@@ -126,5 +322,18 @@ mod tests {
                 node_id: None
             }
         );
+    }
+
+    #[test]
+    fn a_fifo_is_corrupt_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock.json");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        match read(&p) {
+            ClockFile::Corrupt(why) => assert!(why.contains("FIFO"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

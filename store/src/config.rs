@@ -55,18 +55,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.display().to_string(),
         reason,
     };
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(fail(format!("cannot read: {e}"))),
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            return Err(fail(format!(
-                "{} bytes; refusing a config over 1 MiB",
-                m.len()
-            )));
-        }
-        Ok(_) => {}
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = match crate::fsutil::read_state_file(path, MAX_FILE_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Config::default()),
+        Err(e) => return Err(fail(e.problem.to_string())),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8: {e}")))?;
     parse(&text).map_err(fail)
 }
 
@@ -187,5 +181,20 @@ mod tests {
             load(&dir.path().join("config.toml")).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = load(&p).unwrap_err();
+        assert!(e.reason.contains("FIFO"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(e.reason.contains("over the limit"), "{e}");
     }
 }

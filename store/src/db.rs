@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::StoreError;
 
@@ -73,6 +73,53 @@ pub async fn open_writer(
     Ok(conn)
 }
 
+/// `BEGIN IMMEDIATE` (the write lock at once), on a connection that a failed
+/// transaction may have left unusable: see [`recover`].
+pub async fn begin_immediate<'c>(
+    conn: &'c mut SqliteConnection,
+    what: &'static str,
+) -> Result<Transaction<'c, Sqlite>, StoreError> {
+    if conn.is_in_transaction() {
+        recover(conn).await?;
+    }
+    conn.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::db(what))
+}
+
+/// Makes a connection usable again after a transaction on it failed.
+///
+/// SQLite rolls some failed transactions back by itself (a full disk, an I/O
+/// error); sqlx's own ROLLBACK then fails, it goes on counting the transaction
+/// as open and refuses every later BEGIN, for ever. Such a connection is
+/// replaced by a fresh one on the same file, with the same busy timeout.
+pub async fn recover(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    // Dropping the failed transaction queued its ROLLBACK on the connection's
+    // worker; this statement runs after it, so the count below is settled.
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::db(
+                "cannot inspect a failed queue.db connection",
+            ))?;
+    if !conn.is_in_transaction() {
+        return Ok(());
+    }
+    let busy_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::db(
+            "cannot inspect a failed queue.db connection",
+        ))?;
+    let busy = Duration::from_millis(busy_ms.max(0) as u64);
+    let fresh = open_writer(Path::new(&file), busy).await?;
+    let stale = std::mem::replace(conn, fresh);
+    tracing::warn!("reopened queue.db: a failed transaction had left the connection unusable");
+    drop(stale);
+    Ok(())
+}
+
 /// A small pool for reads (status, queue views), so they never wait on a commit.
 pub async fn open_readers(path: &Path) -> Result<SqlitePool, StoreError> {
     SqlitePoolOptions::new()
@@ -84,8 +131,17 @@ pub async fn open_readers(path: &Path) -> Result<SqlitePool, StoreError> {
 
 /// Opens an existing queue for reading only; `None` when there is no file.
 pub async fn open_existing(path: &Path) -> Result<Option<SqliteConnection>, StoreError> {
-    if !path.exists() {
-        return Ok(None);
+    // SQLite's read-only open of a FIFO would wait for a writer for ever.
+    match crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Follow) {
+        Ok(None) => return Ok(None),
+        Ok(Some(_)) => {}
+        Err(e) => {
+            let source = match e.problem {
+                crate::fsutil::Problem::Io(io) => io,
+                other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
+            };
+            return Err(StoreError::io("cannot open", path)(source));
+        }
     }
     // No journal_mode here: changing it needs a write lock, and a reader must
     // not need one.
@@ -100,10 +156,80 @@ pub async fn open_existing(path: &Path) -> Result<Option<SqliteConnection>, Stor
         .map_err(StoreError::db("cannot open queue.db"))
 }
 
+/// Full disks on demand, for tests: SQLite's `max_page_count` makes it answer
+/// "database or disk is full" (SQLITE_FULL) exactly as a full file system does.
+#[cfg(test)]
+pub(crate) mod testing {
+    use sqlx::{Connection, SqliteConnection};
+
+    /// Caps the file at its current size: no page can be added.
+    pub async fn fill_up(c: &mut SqliteConnection) {
+        // Free pages would be reused first.
+        sqlx::query("VACUUM").execute(&mut *c).await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    }
+
+    pub async fn free_space(c: &mut SqliteConnection) {
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+
+    /// Leaves `c` as a transaction that hit a full disk does: SQLite rolled it
+    /// back by itself, sqlx still counts it open.
+    pub async fn wedge_with_full_disk(c: &mut SqliteConnection) {
+        fill_up(c).await;
+        {
+            let mut tx = c.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let big = "x".repeat(64 * 1024);
+            // One row: no statement journal, so SQLite rolls the whole
+            // transaction back rather than just the statement.
+            let e = sqlx::query("INSERT INTO kitty_meta (key, value) VALUES ('filler', ?)")
+                .bind(&big)
+                .execute(&mut *tx)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("full"), "{e}");
+        }
+        free_space(c).await;
+        assert!(
+            c.begin_with("BEGIN IMMEDIATE").await.is_err(),
+            "sqlx refuses to begin on the wedged connection"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_fifo_or_a_symlink_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("queue.db");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_existing(&p).await.unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = open_writer(&p, BUSY_TIMEOUT).await.unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.db"), &link).unwrap();
+        assert!(open_writer(&link, BUSY_TIMEOUT).await.is_err());
+        assert!(!dir.path().join("elsewhere.db").exists());
+    }
 
     #[tokio::test]
     async fn opens_a_cli_file_with_coalesce_key() {
@@ -141,5 +267,25 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn begin_immediate_recovers_a_wedged_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = open_writer(&dir.path().join("queue.db"), Duration::from_millis(1234))
+            .await
+            .unwrap();
+        testing::wedge_with_full_disk(&mut c).await;
+        let mut tx = begin_immediate(&mut c, "begin").await.unwrap();
+        sqlx::query("INSERT INTO kitty_meta (key, value) VALUES ('k', 'v')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(busy, 1234, "the reopened connection keeps its busy timeout");
     }
 }

@@ -4,20 +4,31 @@
 //! clock's high-water mark stored with them, so a value is issued only if the
 //! transaction that used it commits, and never twice.
 //!
-//! Whoever holds a ledger must hold `clock.lock` (see [`crate::lock`]).
+//! A ledger holds `clock.lock` (see [`crate::lock`]) and checks before each
+//! commit that the lock's path still names the file it locked. It does not
+//! rest on the lock alone: other processes write the same home (a client
+//! queueing directly, the spec-kitty CLI ticking its own copy of the clock), so
+//! inside the write transaction, before stamping, it reads what they left —
+//! the stored high-water mark, rows added to the queue since it last looked,
+//! and clock.json when its `stat` changed — and moves past it. After every
+//! commit clock.json is rewritten, never lower than what it held.
+//!
+//! Every value stays within the contract's range, 0 to 2^53 - 1: at the top the
+//! clock stops, and drafts are refused rather than stamped with a value the
+//! envelope rules reject.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kitty_proto::api::Accepted;
 use kitty_proto::draft::Stamp;
 use kitty_proto::home::Home;
-use kitty_proto::{Submission, rules};
-use std::collections::HashMap;
-
+use kitty_proto::{MAX_LAMPORT, Submission, rules};
 use sqlx::{Connection, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
-use crate::clockfile::{self, ClockFile};
+use crate::clockfile::{self, ClockFile, Noticed};
+use crate::lock::{self, Ownership};
 use crate::{StoreError, db, node_id, queue};
 
 /// One request: all its events are committed, or none.
@@ -35,6 +46,11 @@ pub enum CommitError {
          the {wanted} new event(s) were refused and nothing changed"
     )]
     QueueFull { depth: u64, max: u64, wanted: usize },
+    #[error(
+        "the Lamport clock is at {clock}, and stamping these events would pass 2^53 - 1, \
+         the largest value the contract allows; nothing changed"
+    )]
+    ClockExhausted { clock: u64 },
     #[error("{0}")]
     Storage(String),
 }
@@ -44,7 +60,12 @@ pub enum CommitError {
 pub struct Recovery {
     pub clock_file: ClockFile,
     pub high_water_mark: u64,
+    /// The stored high-water mark, when it was refused for being no value in
+    /// the contract's range (the clock resumed from the other sources).
+    pub refused_mark: Option<String>,
     pub queue_max: u64,
+    /// Queued values beyond 2^53 - 1, left out.
+    pub queue_beyond: u64,
     pub value: u64,
 }
 
@@ -55,12 +76,23 @@ impl Recovery {
     }
 }
 
+/// How long a commit waits for `clock.lock` when its path names a file
+/// someone else locked (a client queueing directly holds it for milliseconds).
+const OWNER_PATIENCE: Duration = Duration::from_millis(500);
+
 pub struct Ledger {
     conn: SqliteConnection,
+    owner: lock::Held,
     stamper: Stamper,
     max_queue_size: u64,
-    /// The high-water mark as stored in queue.db.
-    persisted: u64,
+    /// The high-water mark as stored in queue.db; `None` when what is stored
+    /// is no value in the range (it is rewritten with the next commit).
+    persisted: Option<u64>,
+    /// The largest queue row id accounted for: rows above it are new to us.
+    seen_id: i64,
+    clock_json: clockfile::Watched,
+    /// The refused high-water mark last warned about, so the log says it once.
+    refused_mark: Option<String>,
 }
 
 /// The clock and the ids: everything a commit changes besides the database.
@@ -74,19 +106,29 @@ impl Ledger {
     /// Opens queue.db and resumes the clock from the largest of clock.json, the
     /// stored high-water mark and the largest `lamport_clock` in the queue, so a
     /// corrupt, deleted or stale clock.json can only move it up, never back.
+    /// Values beyond the contract's range in any of them are refused.
     ///
-    /// `busy_timeout` bounds how long a commit waits for another process (the
-    /// Python CLI) to release queue.db's write lock.
+    /// `clock_lock` is `clock.lock`, held. `busy_timeout` bounds how long a
+    /// commit waits for another process (the Python CLI) to release queue.db's
+    /// write lock.
     pub async fn open(
         home: &Home,
+        clock_lock: lock::Held,
         max_queue_size: u64,
         busy_timeout: Duration,
     ) -> Result<(Self, Recovery), StoreError> {
         let mut conn = db::open_writer(&home.queue_db(), busy_timeout).await?;
+        // stat before read: a write in between is noticed again at the first commit.
+        let seen = clockfile::stat(&home.clock_json());
         let clock_file = clockfile::read(&home.clock_json());
-        let high_water_mark = queue::high_water_mark(&mut conn).await?;
-        let queue_max = queue::max_lamport(&mut conn).await?;
-        let value = clock_file.value().max(high_water_mark).max(queue_max);
+        let marks = queue::marks(&mut conn).await?;
+        let (high_water_mark, refused_mark) =
+            match queue::parse_mark(marks.high_water_mark.as_deref()) {
+                Ok(v) => (v, None),
+                Err(raw) => (0, Some(raw)),
+            };
+        let scan = queue::scan_lamport(&mut conn).await?;
+        let value = clock_file.value().max(high_water_mark).max(scan.max);
         let node_id = match &clock_file {
             ClockFile::Valid {
                 node_id: Some(id), ..
@@ -96,18 +138,24 @@ impl Ledger {
         let recovery = Recovery {
             clock_file,
             high_water_mark,
-            queue_max,
+            refused_mark: refused_mark.clone(),
+            queue_max: scan.max,
+            queue_beyond: scan.beyond,
             value,
         };
         let ledger = Self {
             conn,
+            owner: clock_lock,
             stamper: Stamper {
                 clock: value,
-                node_id,
+                node_id: node_id.clone(),
                 ulids: ulid::Generator::new(),
             },
             max_queue_size,
-            persisted: recovery.high_water_mark,
+            persisted: refused_mark.is_none().then_some(high_water_mark),
+            seen_id: marks.max_id,
+            clock_json: clockfile::Watched::new(home.clock_json(), node_id, seen),
+            refused_mark,
         };
         Ok((ledger, recovery))
     }
@@ -122,18 +170,59 @@ impl Ledger {
     }
 
     /// Lamport `receive()` of another node's value: the clock moves past it,
-    /// so later local events order after it. Stored with the next commit.
+    /// so later local events order after it. Stored with the next commit. A
+    /// value beyond the contract's range is no Lamport value and is ignored.
     pub fn observe(&mut self, remote: u64) {
-        self.stamper.clock = self.stamper.clock.max(remote.min(kitty_proto::MAX_LAMPORT)) + 1;
+        if remote > MAX_LAMPORT {
+            tracing::warn!(
+                remote,
+                "ignored a remote Lamport value beyond 2^53 - 1, the contract's range"
+            );
+            return;
+        }
+        self.stamper.receive(remote);
     }
 
     /// Whether the clock moved since the high-water mark was last stored.
     pub fn unpersisted(&self) -> bool {
-        self.stamper.clock != self.persisted
+        self.persisted != Some(self.stamper.clock)
     }
 
     pub fn set_max_queue_size(&mut self, max: u64) {
         self.max_queue_size = max;
+    }
+
+    /// Makes sure `clock.lock`'s path still names the file we hold locked,
+    /// locking it again when it was removed or replaced; waits a moment for
+    /// a holder that lets go quickly. One `stat` when nothing changed.
+    pub async fn assert_ownership(&mut self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + OWNER_PATIENCE;
+        loop {
+            let path = self.owner.path().to_path_buf();
+            match self
+                .owner
+                .reassert()
+                .map_err(StoreError::io("cannot lock", &path))?
+            {
+                Ownership::Kept => return Ok(()),
+                Ownership::Retaken => {
+                    tracing::warn!(
+                        "{} had been removed or replaced; locked it again. Values others \
+                         issued meanwhile are read from queue.db and clock.json before stamping",
+                        path.display()
+                    );
+                    return Ok(());
+                }
+                Ownership::Lost if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ownership::Lost => {
+                    return Err(StoreError::NotOwner {
+                        path: path.display().to_string(),
+                    });
+                }
+            }
+        }
     }
 
     /// Closes queue.db cleanly, so SQLite checkpoints and removes its WAL file.
@@ -143,8 +232,10 @@ impl Ledger {
         }
     }
 
-    /// Writes clock.json with the current value.
-    pub fn checkpoint(&self, home: &Home) -> std::io::Result<()> {
+    /// Writes clock.json with the current value, durably, unless someone wrote
+    /// a higher one since: the file never goes back.
+    pub fn checkpoint(&mut self, home: &Home) -> std::io::Result<()> {
+        self.notice_clock_json();
         clockfile::write(
             &home.clock_json(),
             self.stamper.clock,
@@ -153,44 +244,81 @@ impl Ledger {
     }
 
     /// Commits `jobs` in one transaction; one result per job, in order. A job
-    /// refused for the cap changes nothing; if the transaction fails, no job's
-    /// events are stored and the clock is as it was.
+    /// refused for the cap or the clock's range changes nothing; if the
+    /// transaction fails, no job's events are stored and the clock is as it was
+    /// (past any value others issued meanwhile). clock.json is current after.
     pub async fn commit(
         &mut self,
         jobs: &[Job],
         team_slug: &str,
     ) -> Vec<Result<Vec<Accepted>, CommitError>> {
-        let before = self.stamper.clock;
-        match self.commit_inner(jobs, team_slug).await {
+        let mut restore = self.stamper.clock;
+        let results = match self.commit_inner(jobs, team_slug, &mut restore).await {
             Ok(results) => results,
             Err(e) => {
-                self.stamper.clock = before;
+                self.stamper.clock = restore;
+                // Now rather than at the next begin: the failure is reported
+                // with the connection already fit for the next group.
+                if let Err(again) = db::recover(&mut self.conn).await {
+                    tracing::warn!("{again}");
+                }
                 let msg = e.to_string();
                 jobs.iter()
                     .map(|_| Err(CommitError::Storage(msg.clone())))
                     .collect()
             }
-        }
+        };
+        self.publish_clock_json();
+        results
     }
 
     async fn commit_inner(
         &mut self,
         jobs: &[Job],
         team_slug: &str,
+        restore: &mut u64,
     ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
+        self.assert_ownership().await?;
         let now = Utc::now();
-        // IMMEDIATE takes the write lock at once, so the count and the
-        // duplicate lookup below stay true until we commit, even if the
-        // Python CLI writes the file too.
-        let mut tx = self
-            .conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db("cannot begin a queue transaction"))?;
-        let mut depth = queue::depth(&mut tx).await?;
+        // IMMEDIATE takes the write lock at once, so what we read below stays
+        // true until we commit, even if the Python CLI writes the file too.
+        let mut tx =
+            db::begin_immediate(&mut self.conn, "cannot begin a queue transaction").await?;
+        let marks = queue::marks(&mut tx).await?;
+        let mut depth = marks.depth;
         // Every statement is a hop to sqlx's SQLite thread, so a group costs a
-        // fixed number of them: one lookup of the ids already queued, one
-        // multi-row INSERT (in chunks), one high-water mark.
+        // fixed number of them: the marks, one lookup of the ids already
+        // queued, one multi-row INSERT (in chunks), one high-water mark; and
+        // one more only when another process added rows since.
+        let others_rows = if marks.max_id > self.seen_id {
+            queue::scan_lamport_after(&mut tx, self.seen_id).await?.max
+        } else {
+            0
+        };
+        self.persisted = match queue::parse_mark(marks.high_water_mark.as_deref()) {
+            Ok(v) => Some(v),
+            Err(raw) => {
+                if self.refused_mark.as_ref() != Some(&raw) {
+                    tracing::warn!(
+                        "queue.db's stored high-water mark {raw:?} is no value from 0 to \
+                         2^53 - 1; ignored, and replaced with the next commit"
+                    );
+                    self.refused_mark = Some(raw);
+                }
+                None
+            }
+        };
+        notice_clock_json(&mut self.clock_json, &mut self.stamper);
+        let theirs = others_rows.max(self.persisted.unwrap_or(0));
+        if theirs > self.stamper.clock {
+            tracing::info!(
+                from = self.stamper.clock,
+                to = theirs,
+                "another process issued Lamport values; continuing above them"
+            );
+            self.stamper.clock = theirs;
+        }
+        *restore = self.stamper.clock;
         let preset: Vec<&str> = jobs
             .iter()
             .flat_map(|j| &j.events)
@@ -205,6 +333,12 @@ impl Ledger {
                     depth,
                     max: self.max_queue_size,
                     wanted: job.events.len(),
+                }));
+                continue;
+            }
+            if !self.stamper.fits(&job.events, &known) {
+                results.push(Err(CommitError::ClockExhausted {
+                    clock: self.stamper.clock,
                 }));
                 continue;
             }
@@ -236,15 +370,28 @@ impl Ledger {
             }
             results.push(Ok(accepted));
         }
-        insert(&mut tx, &rows).await?;
-        if self.stamper.clock != self.persisted {
+        let last_id = insert(&mut tx, &rows).await?;
+        if self.persisted != Some(self.stamper.clock) {
             queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
         }
         tx.commit()
             .await
             .map_err(StoreError::db("cannot commit to queue.db"))?;
-        self.persisted = self.stamper.clock;
+        self.persisted = Some(self.stamper.clock);
+        self.refused_mark = None;
+        self.seen_id = marks.max_id.max(last_id.unwrap_or(0));
         Ok(results)
+    }
+
+    fn notice_clock_json(&mut self) {
+        notice_clock_json(&mut self.clock_json, &mut self.stamper);
+    }
+
+    /// clock.json after a commit: the current value, never lower than the file.
+    fn publish_clock_json(&mut self) {
+        self.notice_clock_json();
+        // A failure is logged by the watcher and retried after the next commit.
+        let _ = self.clock_json.publish(self.stamper.clock);
     }
 }
 
@@ -294,7 +441,9 @@ async fn existing(
     Ok(found)
 }
 
-async fn insert(conn: &mut SqliteConnection, rows: &[Row]) -> Result<(), StoreError> {
+/// Inserts the rows; returns the id of the last one.
+async fn insert(conn: &mut SqliteConnection, rows: &[Row]) -> Result<Option<i64>, StoreError> {
+    let mut last = None;
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count) ",
@@ -306,17 +455,61 @@ async fn insert(conn: &mut SqliteConnection, rows: &[Row]) -> Result<(), StoreEr
                 .push_bind(row.enqueued_at)
                 .push("0");
         });
-        qb.build()
+        let done = qb
+            .build()
             .execute(&mut *conn)
             .await
             .map_err(StoreError::db("cannot insert into the queue"))?;
+        last = Some(done.last_insert_rowid());
     }
-    Ok(())
+    Ok(last)
+}
+
+/// Moves the clock past a value someone else wrote into clock.json.
+fn notice_clock_json(watched: &mut clockfile::Watched, stamper: &mut Stamper) {
+    match watched.notice() {
+        Noticed::Value(v) if v > stamper.clock => {
+            tracing::info!(
+                from = stamper.clock,
+                to = v,
+                "another process (the spec-kitty CLI?) moved clock.json ahead; continuing above it"
+            );
+            stamper.clock = v;
+        }
+        Noticed::Unusable(why) => tracing::warn!(
+            "clock.json was rewritten by another process and is unusable ({why}); \
+             ignored, and rewritten with the current value"
+        ),
+        _ => {}
+    }
 }
 
 impl Stamper {
+    /// Whether stamping `events` (those not queued already) keeps every value
+    /// within the contract's range.
+    fn fits(&self, events: &[Submission], known: &HashMap<String, u64>) -> bool {
+        let mut clock = self.clock;
+        for event in events {
+            if event.event_id().is_some_and(|id| known.contains_key(id)) {
+                continue;
+            }
+            match event {
+                Submission::Draft(_) if clock >= MAX_LAMPORT => return false,
+                Submission::Draft(_) => clock += 1,
+                Submission::Envelope(e) => clock = next_after(clock, e.lamport_clock),
+            }
+        }
+        true
+    }
+
+    /// `receive()`, stopping at the top of the range.
+    fn receive(&mut self, remote: u64) {
+        self.clock = next_after(self.clock, remote);
+    }
+
     /// Completes a draft (or takes a relayed envelope as it is) and moves the
-    /// clock: `tick()` for a draft, `receive()` for an envelope.
+    /// clock: `tick()` for a draft, `receive()` for an envelope. The caller
+    /// checked [`Self::fits`] first.
     fn stamp(
         &mut self,
         event: &Submission,
@@ -347,7 +540,7 @@ impl Stamper {
                 }
             }
             Submission::Envelope(e) => {
-                self.clock = self.clock.max(e.lamport_clock) + 1;
+                self.receive(e.lamport_clock);
                 Row {
                     event_id: e.event_id.clone(),
                     event_type: e.event_type.clone(),
@@ -367,6 +560,11 @@ impl Stamper {
     }
 }
 
+/// Lamport `receive()`: past both, but never past the top of the range.
+fn next_after(clock: u64, remote: u64) -> u64 {
+    clock.max(remote).saturating_add(1).min(MAX_LAMPORT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,28 +579,62 @@ mod tests {
 
     const D: &str = r#"{"event_type":"WPCreated","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
 
+    fn envelope(lamport: u64) -> String {
+        format!(
+            r#"{{"event_id":"{}","event_type":"Custom","aggregate_id":"a","aggregate_type":"Feature","payload":{{}},"node_id":"n","lamport_clock":{lamport},"timestamp":"2026-02-04T13:47:09Z","team_slug":"acme"}}"#,
+            ulid::Ulid::generate()
+        )
+    }
+
+    /// Opens a ledger the way its users do: `clock.lock` first.
+    async fn open(home: &Home, max: u64) -> (Ledger, Recovery) {
+        let held = lock::try_lock(&home.clock_lock())
+            .unwrap()
+            .expect("clock.lock is free");
+        Ledger::open(home, held, max, db::BUSY_TIMEOUT)
+            .await
+            .unwrap()
+    }
+
+    /// The Lamport value of each accepted event, in order; panics on a refusal.
+    fn values(res: &[Result<Vec<Accepted>, CommitError>]) -> Vec<u64> {
+        res.iter()
+            .flat_map(|r| r.as_ref().unwrap().iter().map(|a| a.lamport_clock))
+            .collect()
+    }
+
+    async fn emit(l: &mut Ledger, n: usize) -> Vec<u64> {
+        let body = format!("[{}]", vec![D; n].join(","));
+        values(&l.commit(&[job(&body)], "local").await)
+    }
+
+    async fn set_mark(l: &mut Ledger, raw: &str) {
+        sqlx::query("UPDATE kitty_meta SET value = ? WHERE key = 'clock_hwm'")
+            .bind(raw)
+            .execute(&mut l.conn)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn stamps_in_order_and_recovers_upwards() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let (mut l, r) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
+        let (mut l, r) = open(&home, 10).await;
         assert_eq!(r.value, 0);
         let res = l
             .commit(&[job(D), job(&format!("[{D},{D}]"))], "local")
             .await;
-        let values: Vec<u64> = res
-            .iter()
-            .flat_map(|r| r.as_ref().unwrap().iter().map(|a| a.lamport_clock))
-            .collect();
-        assert_eq!(values, vec![1, 2, 3]);
-        // No clock.json was written: the high-water mark alone carries the clock.
+        assert_eq!(values(&res), vec![1, 2, 3]);
+        // Without clock.json the high-water mark alone carries the clock.
         drop(l);
-        let (l, r) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
+        std::fs::remove_file(home.clock_json()).unwrap();
+        let (l, r) = open(&home, 10).await;
         assert_eq!((r.high_water_mark, r.queue_max, l.clock()), (3, 3, 3));
         assert!(r.checkpoint_stale());
         std::fs::write(home.clock_json(), "{corrupt").unwrap();
         drop(l);
-        let (l, _) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
+        let (l, _) = open(&home, 10).await;
         assert_eq!(l.clock(), 3);
     }
 
@@ -410,7 +642,7 @@ mod tests {
     async fn duplicates_keep_one_row_and_no_gap() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let (mut l, _) = Ledger::open(&home, 10, db::BUSY_TIMEOUT).await.unwrap();
+        let (mut l, _) = open(&home, 10).await;
         let with_id = r#"{"event_type":"WPCreated","event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
         let a = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
         let b = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
@@ -424,7 +656,7 @@ mod tests {
     async fn cap_refuses_whole_request_and_envelopes_receive() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let (mut l, _) = Ledger::open(&home, 2, db::BUSY_TIMEOUT).await.unwrap();
+        let (mut l, _) = open(&home, 2).await;
         let res = l
             .commit(&[job(&format!("[{D},{D},{D}]")), job(D)], "acme")
             .await;
@@ -437,12 +669,219 @@ mod tests {
             })
         ));
         assert_eq!(res[1].as_ref().unwrap()[0].lamport_clock, 1);
-        let env = r#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","event_type":"Custom","aggregate_id":"a","aggregate_type":"Feature","payload":{},"node_id":"n","lamport_clock":40,"timestamp":"2026-02-04T13:47:09Z","team_slug":"acme"}"#;
-        let res = l.commit(&[job(env)], "acme").await.remove(0).unwrap();
+        let res = l
+            .commit(&[job(&envelope(40))], "acme")
+            .await
+            .remove(0)
+            .unwrap();
         assert_eq!(res[0].lamport_clock, 40);
         assert_eq!(l.clock(), 41);
         let full = l.commit(&[job(D)], "acme").await.remove(0);
         assert!(matches!(full, Err(CommitError::QueueFull { .. })));
         assert_eq!(l.clock(), 41, "a refused event does not move the clock");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_one_commit_and_the_next_succeeds_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 2).await, vec![1, 2]);
+        let big = format!(
+            r#"{{"event_type":"WPCreated","payload":{{"wp_id":"WP01","title":"{}","feature_slug":"028-x"}}}}"#,
+            "x".repeat(64 * 1024)
+        );
+        for _ in 0..3 {
+            // The ledger may have reopened queue.db after a failure; the disk
+            // is still full.
+            db::testing::fill_up(&mut l.conn).await;
+            let res = l.commit(&[job(&big)], "local").await.remove(0);
+            match res {
+                Err(CommitError::Storage(e)) => assert!(e.contains("full"), "{e}"),
+                other => panic!("expected a storage error, got {other:?}"),
+            }
+            assert_eq!(l.clock(), 2, "a failed commit issues nothing");
+        }
+        db::testing::free_space(&mut l.conn).await;
+        let res = l.commit(&[job(&big), job(D)], "local").await;
+        assert_eq!(values(&res), vec![3, 4], "commits resume by themselves");
+    }
+
+    #[tokio::test]
+    async fn a_stored_mark_beyond_the_range_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 3).await, vec![1, 2, 3]);
+        set_mark(&mut l, "18446744073709551615").await;
+        drop(l);
+        let (mut l, r) = open(&home, 100).await;
+        assert_eq!(r.refused_mark.as_deref(), Some("18446744073709551615"));
+        assert_eq!(l.clock(), 3, "resumed from clock.json and the queue");
+        assert_eq!(emit(&mut l, 2).await, vec![4, 5]);
+        assert_eq!(
+            queue::high_water_mark(&mut l.conn).await.unwrap(),
+            5,
+            "rewritten"
+        );
+        // Corrupted again while running: refused before the next stamp too.
+        set_mark(&mut l, "9007199254740992").await;
+        assert_eq!(emit(&mut l, 1).await, vec![6]);
+    }
+
+    #[tokio::test]
+    async fn queued_values_beyond_the_range_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 1).await, vec![1]);
+        for (id, v) in [
+            ("a", "9007199254740992"),
+            ("b", "18446744073709551615"),
+            ("c", "7"),
+        ] {
+            sqlx::query(
+                "INSERT INTO queue (event_id, event_type, data, timestamp) VALUES (?, 'T', ?, 1)",
+            )
+            .bind(id)
+            .bind(format!(r#"{{"lamport_clock":{v}}}"#))
+            .execute(&mut l.conn)
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            emit(&mut l, 1).await,
+            vec![8],
+            "moved past 7, not past the range"
+        );
+        drop(l);
+        std::fs::remove_file(home.clock_json()).unwrap();
+        let (_, r) = open(&home, 100).await;
+        assert_eq!((r.queue_max, r.queue_beyond, r.value), (8, 2, 8));
+    }
+
+    #[tokio::test]
+    async fn the_clock_stops_at_the_top_of_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        // A relayed envelope at the top is stored, and the clock stays in range.
+        let top = l.commit(&[job(&envelope(MAX_LAMPORT))], "acme").await;
+        assert_eq!(values(&top), vec![MAX_LAMPORT]);
+        assert_eq!(l.clock(), MAX_LAMPORT);
+        let refused = l.commit(&[job(D), job(&envelope(5))], "acme").await;
+        assert!(
+            matches!(
+                refused[0],
+                Err(CommitError::ClockExhausted { clock: MAX_LAMPORT })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            values(&refused[1..]),
+            vec![5],
+            "an envelope needs no new value"
+        );
+        assert_eq!(l.clock(), MAX_LAMPORT);
+        assert_eq!(home_clock_value(&home), MAX_LAMPORT);
+        // Remote values: at the top, the clock stays there; beyond, ignored.
+        let dir2 = tempfile::tempdir().unwrap();
+        let home2 = Home::new(dir2.path());
+        let (mut l, _) = open(&home2, 100).await;
+        l.observe(MAX_LAMPORT + 1);
+        l.observe(u64::MAX);
+        assert_eq!(l.clock(), 0);
+        l.observe(MAX_LAMPORT - 1);
+        assert_eq!(l.clock(), MAX_LAMPORT);
+        l.observe(MAX_LAMPORT);
+        assert_eq!(l.clock(), MAX_LAMPORT);
+        assert!(matches!(
+            l.commit(&[job(D)], "acme").await[0],
+            Err(CommitError::ClockExhausted { .. })
+        ));
+        // The mark is stored, in range, and the ledger reopens at it.
+        drop(l);
+        let (l, r) = open(&home2, 100).await;
+        assert_eq!((r.high_water_mark, l.clock()), (MAX_LAMPORT, MAX_LAMPORT));
+    }
+
+    fn home_clock_value(home: &Home) -> u64 {
+        clockfile::read(&home.clock_json()).value()
+    }
+
+    #[tokio::test]
+    async fn clock_json_is_current_after_every_commit_and_never_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        for n in 1..=3 {
+            assert_eq!(emit(&mut l, 1).await, vec![n]);
+            assert_eq!(home_clock_value(&home), n);
+        }
+        // Another process (the CLI) saved its own, higher clock.
+        clockfile::write(&home.clock_json(), 48, "abcdefabcdef").unwrap();
+        assert_eq!(
+            emit(&mut l, 1).await,
+            vec![49],
+            "continues above clock.json"
+        );
+        assert_eq!(home_clock_value(&home), 49);
+        // Lowered or corrupted by someone else: back to the current value.
+        clockfile::write(&home.clock_json(), 2, "abcdefabcdef").unwrap();
+        assert_eq!(emit(&mut l, 1).await, vec![50]);
+        assert_eq!(home_clock_value(&home), 50);
+        std::fs::write(home.clock_json(), "{").unwrap();
+        assert_eq!(emit(&mut l, 1).await, vec![51]);
+        assert_eq!(home_clock_value(&home), 51);
+        l.checkpoint(&home).unwrap();
+        assert_eq!(home_clock_value(&home), 51);
+        clockfile::write(&home.clock_json(), 70, "abcdefabcdef").unwrap();
+        l.checkpoint(&home).unwrap();
+        assert_eq!(home_clock_value(&home), 70, "a checkpoint never lowers it");
+    }
+
+    #[tokio::test]
+    async fn rows_and_marks_other_processes_wrote_are_noticed_before_stamping() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 3).await, vec![1, 2, 3]);
+        // The CLI inserted a row with its own value, clock.json untouched.
+        let mut other = db::open_writer(&home.queue_db(), db::BUSY_TIMEOUT)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO queue (event_id, event_type, data, timestamp) VALUES ('cli', 'T', '{\"lamport_clock\":9}', 1)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(emit(&mut l, 1).await, vec![10]);
+        // A second ledger (a client that took a re-created clock.lock) stamped.
+        std::fs::remove_file(home.clock_lock()).unwrap();
+        let (mut second, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut second, 2).await, vec![11, 12]);
+        drop(second);
+        assert_eq!(
+            emit(&mut l, 1).await,
+            vec![13],
+            "after the other owner's values"
+        );
+        assert!(l.owner.is_current(), "and clock.lock is ours again");
+    }
+
+    #[tokio::test]
+    async fn a_clock_lock_held_by_another_process_stops_stamping() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 1).await, vec![1]);
+        std::fs::remove_file(home.clock_lock()).unwrap();
+        let theirs = lock::try_lock(&home.clock_lock()).unwrap().unwrap();
+        let res = l.commit(&[job(D)], "local").await.remove(0);
+        match res {
+            Err(CommitError::Storage(e)) => assert!(e.contains("clock.lock"), "{e}"),
+            other => panic!("stamped while another process owns clock.lock: {other:?}"),
+        }
+        drop(theirs);
+        assert_eq!(emit(&mut l, 1).await, vec![2]);
     }
 }

@@ -33,6 +33,13 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// Another process holds `clock.lock` as it is named now (the file we
+    /// locked was removed or replaced), so stamping would make two owners.
+    #[error(
+        "{path} is held by another process (its file was removed or replaced under us); \
+         not stamping until it is ours again"
+    )]
+    NotOwner { path: String },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

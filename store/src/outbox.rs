@@ -5,7 +5,7 @@
 //! and the fifth moves it to `dead_letter`.
 
 use kitty_proto::api::DeadEntry;
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::StoreError;
 
@@ -86,10 +86,7 @@ pub async fn apply(
     if verdicts.is_empty() {
         return Ok(applied);
     }
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::db("cannot begin applying server results"))?;
+    let mut tx = crate::db::begin_immediate(conn, "cannot begin applying server results").await?;
     // Confirmations are the bulk (one per event): delete them a chunk per
     // statement, since every statement is a hop to sqlx's SQLite thread.
     let ids = |want: &Verdict| -> Vec<&str> {
@@ -215,10 +212,7 @@ pub async fn dead_list(
 
 /// Puts every dead letter back into the queue with a fresh retry count.
 pub async fn retry_dead(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::db("cannot begin requeueing dead letters"))?;
+    let mut tx = crate::db::begin_immediate(conn, "cannot begin requeueing dead letters").await?;
     let n = sqlx::query(
         "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count)
          SELECT event_id, event_type, data, timestamp, 0 FROM dead_letter WHERE true
@@ -314,6 +308,21 @@ mod tests {
         );
         assert_eq!(retry_dead(&mut c).await.unwrap(), 1);
         assert_eq!(dead_count(&mut c).await.unwrap(), 0);
+        assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_left_wedged_by_a_full_disk_applies_and_requeues() {
+        let (_d, mut c) = queue_with(2).await;
+        db::testing::wedge_with_full_disk(&mut c).await;
+        let v = vec![
+            ("e0".to_string(), Verdict::Accepted),
+            ("e1".to_string(), Verdict::Rejected("bad".into())),
+        ];
+        let a = apply(&mut c, &v).await.unwrap();
+        assert_eq!((a.delivered, a.rejected), (1, 1));
+        db::testing::wedge_with_full_disk(&mut c).await;
+        assert_eq!(retry_dead(&mut c).await.unwrap(), 0);
         assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 1);
     }
 }

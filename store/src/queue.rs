@@ -2,7 +2,7 @@
 //! Writing goes through [`crate::ledger`] only.
 
 use kitty_proto::api::{QueueEntry, QueueStats, RetryDistribution, TypeCount};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 use crate::StoreError;
 
@@ -100,36 +100,112 @@ pub async fn oldest(
         .collect())
 }
 
-/// The largest integer `lamport_clock` in the queue, ignoring rows that are
-/// not JSON (another tool's) and values beyond 2^53 - 1.
+/// What a look at the queue's `lamport_clock` values found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LamportScan {
+    /// The largest value within the contract's range (0 when none).
+    pub max: u64,
+    /// Rows whose value lies beyond 2^53 - 1: no value of ours can equal
+    /// theirs, so they are left out rather than let them use up the clock.
+    pub beyond: u64,
+}
+
+/// The `lamport_clock` of each row as (`json_type`, value). Nested CASEs:
+/// json_type() raises on invalid JSON, and SQLite does not promise to
+/// short-circuit AND. Rows that are not JSON (another tool's) yield NULLs.
+const LAMPORT_OF_ROW: &str =
+    "CASE WHEN json_valid(data) THEN json_type(data, '$.lamport_clock') END AS t,
+     CASE WHEN json_valid(data) THEN json_extract(data, '$.lamport_clock') END AS x";
+
+const LAMPORT_SUMMARY: &str = "SELECT
+     MAX(CASE WHEN t = 'integer' AND x BETWEEN 0 AND 9007199254740991 THEN x END),
+     COUNT(CASE WHEN t IN ('integer', 'real') AND x > 9007199254740991 THEN 1 END)";
+
+/// The largest in-range `lamport_clock` in the queue and the dead letters,
+/// ignoring rows that are not JSON and values beyond 2^53 - 1.
 pub async fn max_lamport(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
-    // Nested CASEs: json_type() raises on invalid JSON, and SQLite does not
-    // promise to short-circuit AND.
+    Ok(scan_lamport(conn).await?.max)
+}
+
+/// [`max_lamport`], and how many values it left out for being beyond the range.
+pub async fn scan_lamport(conn: &mut SqliteConnection) -> Result<LamportScan, StoreError> {
     // Dead letters count too: their values were issued. The table may not
     // exist yet in a file only the Python CLI has opened.
-    let sql = if table_exists(&mut *conn, "dead_letter").await? {
-        "SELECT MAX(v) FROM (
-            SELECT CASE WHEN json_valid(data) THEN
-                   CASE WHEN json_type(data, '$.lamport_clock') = 'integer'
-                        THEN json_extract(data, '$.lamport_clock') END END AS v FROM queue
-            UNION ALL
-            SELECT CASE WHEN json_valid(data) THEN
-                   CASE WHEN json_type(data, '$.lamport_clock') = 'integer'
-                        THEN json_extract(data, '$.lamport_clock') END END FROM dead_letter)"
+    let rows = if table_exists(&mut *conn, "dead_letter").await? {
+        format!(
+            "SELECT {LAMPORT_OF_ROW} FROM queue UNION ALL SELECT {LAMPORT_OF_ROW} FROM dead_letter"
+        )
     } else {
-        "SELECT MAX(CASE WHEN json_valid(data) THEN
-                   CASE WHEN json_type(data, '$.lamport_clock') = 'integer'
-                        THEN json_extract(data, '$.lamport_clock') END END)
-         FROM queue"
+        format!("SELECT {LAMPORT_OF_ROW} FROM queue")
     };
-    let max: Option<i64> =
-        sqlx::query_scalar(sql)
-            .fetch_one(conn)
-            .await
-            .map_err(StoreError::db(
-                "cannot read the queue's largest Lamport value",
-            ))?;
-    Ok(max.map_or(0, |m| (m.max(0) as u64).min(kitty_proto::MAX_LAMPORT)))
+    let sql = format!("{LAMPORT_SUMMARY} FROM ({rows})");
+    summarise(sqlx::query_as(AssertSqlSafe(sql)), conn).await
+}
+
+/// [`scan_lamport`] of the queue rows with an id above `after` only: the rows
+/// other processes inserted since we last looked.
+pub async fn scan_lamport_after(
+    conn: &mut SqliteConnection,
+    after: i64,
+) -> Result<LamportScan, StoreError> {
+    let sql = format!("{LAMPORT_SUMMARY} FROM (SELECT {LAMPORT_OF_ROW} FROM queue WHERE id > ?)");
+    summarise(sqlx::query_as(AssertSqlSafe(sql)).bind(after), conn).await
+}
+
+async fn summarise(
+    query: sqlx::query::QueryAs<
+        '_,
+        sqlx::Sqlite,
+        (Option<i64>, i64),
+        sqlx::sqlite::SqliteArguments,
+    >,
+    conn: &mut SqliteConnection,
+) -> Result<LamportScan, StoreError> {
+    let (max, beyond) = query.fetch_one(conn).await.map_err(StoreError::db(
+        "cannot read the queue's largest Lamport value",
+    ))?;
+    Ok(LamportScan {
+        max: max.map_or(0, |m| m.max(0) as u64),
+        beyond: beyond.max(0) as u64,
+    })
+}
+
+/// What a writer must know of the queue before it stamps, in one statement:
+/// its depth, its largest row id, and the stored high-water mark as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marks {
+    pub depth: u64,
+    pub max_id: i64,
+    pub high_water_mark: Option<String>,
+}
+
+pub async fn marks(conn: &mut SqliteConnection) -> Result<Marks, StoreError> {
+    let (depth, max_id, hwm): (i64, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM queue), (SELECT MAX(id) FROM queue),
+                (SELECT value FROM kitty_meta WHERE key = ?)",
+    )
+    .bind(HWM_KEY)
+    .fetch_one(conn)
+    .await
+    .map_err(StoreError::db("cannot read the queue's marks"))?;
+    Ok(Marks {
+        depth: depth.max(0) as u64,
+        max_id: max_id.unwrap_or(0),
+        high_water_mark: hwm,
+    })
+}
+
+/// A stored high-water mark: a decimal integer from 0 to 2^53 - 1. Anything
+/// else was never written by us (a corrupt or tampered file) and is refused,
+/// with the text for the warning.
+pub fn parse_mark(raw: Option<&str>) -> Result<u64, String> {
+    match raw {
+        None => Ok(0),
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(v) if v <= kitty_proto::MAX_LAMPORT => Ok(v),
+            _ => Err(s.chars().take(40).collect()),
+        },
+    }
 }
 
 pub(crate) async fn table_exists(
@@ -145,14 +221,15 @@ pub(crate) async fn table_exists(
     Ok(n > 0)
 }
 
-/// The high-water mark of issued Lamport values, stored with the events.
+/// The high-water mark of issued Lamport values, stored with the events; 0
+/// when there is none or it is not a value in the contract's range.
 pub async fn high_water_mark(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     let v: Option<String> = sqlx::query_scalar("SELECT value FROM kitty_meta WHERE key = ?")
         .bind(HWM_KEY)
         .fetch_optional(conn)
         .await
         .map_err(StoreError::db("cannot read the clock's high-water mark"))?;
-    Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+    Ok(parse_mark(v.as_deref()).unwrap_or(0))
 }
 
 pub(crate) async fn set_high_water_mark(

@@ -38,6 +38,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         connection: "Offline".into(),
         supervisor: None,
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
+        spool_rejected: spool::rejected_count(home),
         start_hint: None,
         config_loaded_at: None,
         uplink: kitty_proto::api::UplinkStatus {
@@ -45,6 +46,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
             ..Default::default()
         },
         health: None,
+        writer: Default::default(),
     }
 }
 

@@ -123,6 +123,30 @@ pub fn new_ulid() -> String {
     ulid::Ulid::generate().to_string()
 }
 
+/// Whether `unshare` can give a process a private mount namespace in which it
+/// may mount a tmpfs (unprivileged user namespaces).
+pub fn private_mounts_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "mount",
+                "-t",
+                "tmpfs",
+                "kitty-test",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -138,6 +162,88 @@ pub fn send_signal(pid: u32, sig: libc::c_int) {
         "kill({pid}, {sig}): {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// The uid tests run "another user" as (nobody), when they run as root.
+pub const OTHER_UID: u32 = 65534;
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Gives `path` to `uid` (root only).
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// A copy of the workspace binary `name` in `dir` that any user may run
+/// (the build directory may not be reachable by another uid).
+pub fn runnable_by_anyone(name: &str, dir: &Path) -> PathBuf {
+    let to = dir.join(name);
+    fs::copy(binary(name), &to).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+    fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+    to
+}
+
+/// `kitty-impostor`, run as [`OTHER_UID`]: another user's process listening
+/// at a socket path, answering `202 queued` to anything and keeping what it
+/// was sent. Killed on drop.
+pub struct Impostor {
+    child: Child,
+    capture: PathBuf,
+}
+
+impl Impostor {
+    /// Binds `socket` (whose directory uid 65534 must be able to write);
+    /// the binary and the capture file live in `dir`, which it must reach.
+    pub fn start(socket: &Path, dir: &Path) -> Self {
+        use std::os::unix::process::CommandExt;
+        let bin = runnable_by_anyone("kitty-impostor", dir);
+        let capture = dir.join(format!("impostor-{}.capture", new_ulid()));
+        let mut cmd = Command::new(bin);
+        cmd.arg(socket)
+            .arg(&capture)
+            .uid(OTHER_UID)
+            .gid(OTHER_UID)
+            .stdin(Stdio::null());
+        let child = cmd.spawn().expect("spawn kitty-impostor");
+        let mut me = Self { child, capture };
+        eventually("the impostor to listen", HANG_GUARD, || {
+            if let Some(st) = me.child.try_wait().expect("try_wait") {
+                panic!("kitty-impostor exited ({st}) before it listened");
+            }
+            UnixStream::connect(socket).ok().map(|_| ())
+        });
+        // That probe was a connection too; start counting from here.
+        eventually("the impostor to record the probe", HANG_GUARD, || {
+            me.capture.exists().then_some(())
+        });
+        let _ = fs::remove_file(&me.capture);
+        me
+    }
+
+    /// Everything the impostor was sent.
+    pub fn received(&self) -> String {
+        fs::read_to_string(&self.capture).unwrap_or_default()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The machine's hostname as Python's `socket.gethostname()` gives it.
@@ -188,7 +294,12 @@ impl std::fmt::Display for Output {
 }
 
 /// Runs `cmd` with `stdin` as its input, kills it after [`HANG_GUARD`].
-pub fn run_with_guard(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+pub fn run_with_guard(cmd: Command, stdin: Option<&[u8]>) -> Output {
+    run_with_timeout(cmd, stdin, HANG_GUARD)
+}
+
+/// [`run_with_guard`] with a guard of `timeout`.
+pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -216,8 +327,8 @@ pub fn run_with_guard(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
         let _ = err_pipe.read_to_end(&mut s);
         s
     });
-    let status = wait_with_guard(&mut child, HANG_GUARD)
-        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {HANG_GUARD:?}; killed it"));
+    let status = wait_with_guard(&mut child, timeout)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}; killed it"));
     Output {
         status,
         stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
@@ -364,7 +475,7 @@ impl TestHome {
             .and_then(|v| v.get("value").and_then(Value::as_u64))
     }
 
-    /// Waits (≤ 5 s: the checkpoint is written at most once a second) until
+    /// Waits (≤ 5 s; the daemon rewrites it after every commit) until
     /// clock.json holds a value ≥ `at_least`; returns it.
     pub fn wait_clock_at_least(&self, at_least: u64) -> u64 {
         eventually(
@@ -384,6 +495,27 @@ impl TestHome {
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Writes a spool entry as a client would, `spool/<name>`, holding `event`.
+    pub fn write_spool_entry(&self, name: &str, event: &Value) -> PathBuf {
+        let dir = self.file("spool");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let entry = json!({"made_at": chrono::Utc::now().to_rfc3339(), "event": event});
+        fs::write(&path, entry.to_string()).unwrap();
+        path
+    }
+
+    /// Names in `<home>/spool/rejected/`.
+    pub fn spool_rejected(&self) -> Vec<String> {
+        match fs::read_dir(self.file("spool/rejected")) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect(),
             Err(_) => Vec::new(),
         }
@@ -477,9 +609,6 @@ impl TestHome {
         env: &[(&str, &str)],
         tweak: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let n = self.daemons_started.fetch_add(1, Ordering::SeqCst);
-        let log = self.root().join(format!("daemon-{n}.log"));
-        let file = fs::File::create(&log).expect("daemon log");
         let mut cmd = self.command(&daemon_bin());
         for (k, v) in env {
             if v.is_empty() {
@@ -488,11 +617,51 @@ impl TestHome {
                 cmd.env(k, v);
             }
         }
-        cmd.arg("run")
-            .stdin(Stdio::null())
+        cmd.arg("run");
+        tweak(&mut cmd);
+        self.spawn_daemon_cmd(cmd)
+    }
+
+    /// Starts `kitty-syncd run` with its home on a file system of its own,
+    /// `size` bytes large: a tmpfs mounted over the home (holding a copy of
+    /// what it held) in a private mount namespace (`unshare`), so that filling
+    /// it is a real "no space left on device". We see its files only through
+    /// [`Daemon::view`]; put the socket outside the home
+    /// ([`Self::set_socket_override`]) to talk to it as usual.
+    ///
+    /// `None` where unprivileged user namespaces are not available.
+    pub fn spawn_daemon_on_tmpfs(&self, size: u64) -> Option<Daemon> {
+        if !private_mounts_work() {
+            return None;
+        }
+        let n = self.daemons_started.load(Ordering::SeqCst);
+        let seed = self.root().join(format!("tmpfs-seed-{n}"));
+        fs::create_dir(&seed).expect("seed dir");
+        for entry in fs::read_dir(&self.home).expect("read home").flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                fs::copy(entry.path(), seed.join(entry.file_name())).expect("seed the tmpfs");
+            }
+        }
+        let mut cmd = self.command(Path::new("unshare"));
+        cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(
+                r#"mount -t tmpfs -o "size=$1,mode=0700" kitty-test "$2" && cp -a "$3"/. "$2"/ && exec "$4" run"#,
+            )
+            .arg("sh")
+            .arg(size.to_string())
+            .arg(&self.home)
+            .arg(&seed)
+            .arg(daemon_bin());
+        Some(self.spawn_daemon_cmd(cmd))
+    }
+
+    fn spawn_daemon_cmd(&self, mut cmd: Command) -> Daemon {
+        let n = self.daemons_started.fetch_add(1, Ordering::SeqCst);
+        let log = self.root().join(format!("daemon-{n}.log"));
+        let file = fs::File::create(&log).expect("daemon log");
+        cmd.stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
-        tweak(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn kitty-syncd run: {e}"));
@@ -532,6 +701,13 @@ pub struct Daemon {
 impl Daemon {
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// `path` as the daemon sees it, through `/proc/<pid>/root`: a daemon
+    /// started by [`TestHome::spawn_daemon_on_tmpfs`] has mounts of its own.
+    /// (Not for SQLite, which resolves the link back to our own view.)
+    pub fn view(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid)).join(path.strip_prefix("/").unwrap_or(path))
     }
 
     pub fn api(&self) -> Api {

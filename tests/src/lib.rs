@@ -3,10 +3,12 @@
 //!
 //! - [`harness`]: runs the real `kitty-syncd` and `kitty-sync` in a temporary home.
 //! - [`uplink_harness`]: runs `kitty-saas-dev` as a process, logs in, reads its counters.
+//! - [`pycli`]: the real spec-kitty CLI from PyPI, run with a HOME of the test's own.
 //! - [`saas`]: `kitty-saas-dev`, the reference SaaS server with fault injection.
 //! - [`bench`]: the pieces of `kitty-bench` and `kitty-bench-uplink`.
 
 pub mod bench;
 pub mod harness;
+pub mod pycli;
 pub mod saas;
 pub mod uplink_harness;

@@ -85,7 +85,7 @@ fn emit_queues_one_valid_envelope_and_advances_the_clock() {
         "node_id = sha256(host:user)[..12]"
     );
 
-    // The checkpoint follows (written at most once a second).
+    // The checkpoint is rewritten after every commit.
     assert!(home.wait_clock_at_least(1) >= 1);
     let clock = home.clock_json().unwrap();
     assert_eq!(clock["node_id"], env["node_id"]);

@@ -204,12 +204,17 @@ fn another_live_socket_is_never_taken_over_and_a_lost_instance_lock_stops_the_da
     let api = d.api();
     wait_until("the socket to be back", DRAIN_GUARD, || health_ok(&api));
 
-    // Without its instance lock, another daemon may own the home: stop.
-    std::fs::remove_file(home.file("kitty-syncd.lock")).unwrap();
+    // A removed instance lock is taken back (core_ownership covers that); one
+    // that another process holds now means another daemon may own the home: stop.
+    let aside = home.file("planted.lock");
+    let planted = std::fs::File::create(&aside).unwrap();
+    planted.lock().expect("flock the planted lock file");
+    std::fs::rename(&aside, home.file("kitty-syncd.lock")).unwrap();
     let st = wait_until("the daemon to stop", DRAIN_GUARD, || {
         d.try_exit().ok_or_else(|| "still running".to_owned())
     });
     assert_eq!(st.code(), Some(1), "stops with an error:\n{}", d.log());
     assert!(d.log().contains("instance lock"), "{}", d.log());
     assert!(!socket.exists(), "it removed its own socket");
+    drop(planted);
 }
