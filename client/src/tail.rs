@@ -101,34 +101,10 @@ enum End {
 /// Connects, checks who serves the socket, and sends the request.
 async fn open(socket: &Path, after: Option<u64>) -> Result<hyper::body::Incoming, TailError> {
     let deadline = ANSWER_DEADLINE;
-    let stream = tokio::time::timeout(deadline, tokio::net::UnixStream::connect(socket))
-        .await
-        .map_err(|_| TransportError::Timeout(deadline))?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                TransportError::NotRunning(socket.display().to_string())
-            }
-            _ => TransportError::Failed(format!("cannot connect to {}: {e}", socket.display())),
-        })?;
     // Only a daemon of our own user may tell us what happens to our events.
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == ours => {}
-        Ok(c) => {
-            return Err(TailError::Refused(format!(
-                "{} is served by uid {}, not by this user (uid {ours}); not reading from it",
-                socket.display(),
-                c.uid()
-            )));
-        }
-        Err(e) => {
-            return Err(TailError::Refused(format!(
-                "cannot tell who serves {}: {e}",
-                socket.display()
-            )));
-        }
-    }
+    let stream = tokio::time::timeout(deadline, crate::transport::connect(socket))
+        .await
+        .map_err(|_| TransportError::Timeout(deadline))??;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| TransportError::Failed(format!("cannot talk to the daemon: {e}")))?;
