@@ -6,9 +6,12 @@
 //! ([`fallback`]), so the whole call stays within about a second whatever state
 //! the daemon is in.
 
+pub mod cli;
+pub mod docs;
 pub mod fallback;
 pub mod login;
 pub mod queue_cmd;
+pub mod skew;
 pub mod staleness;
 pub mod status;
 pub mod sync;
@@ -63,6 +66,9 @@ pub struct Emitted {
     /// binary turns this into at most one warning an hour ([`staleness`]).
     #[serde(skip)]
     pub note: Option<String>,
+    /// The protocol and version the daemon answered with (path `daemon`).
+    #[serde(skip)]
+    pub daemon: Option<(u32, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +224,7 @@ impl Client {
                 duplicate: a.duplicate,
                 health: None,
                 note: Some(why.to_owned()),
+                daemon: None,
             }),
             fallback::Fallback::Spooled(direct_failed) => {
                 let also = direct_failed
@@ -230,6 +237,7 @@ impl Client {
                     duplicate: false,
                     health: None,
                     note: Some(format!("{why}{also}")),
+                    daemon: None,
                 })
             }
         }
@@ -338,6 +346,7 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
         duplicate: a.duplicate,
         health: res.health,
         note: None,
+        daemon: Some((res.protocol, res.version)),
     })
 }
 

@@ -12,8 +12,8 @@ use crate::{DeliveryPath, Emitted};
 /// What is wrong with delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
-    /// No daemon ran: the client queued the event itself.
-    NotRunning,
+    /// No daemon of ours answered: the client queued the event itself.
+    NotRunning { why: Option<String> },
     /// A daemon holds the home but did not answer: the event is in the spool.
     NotAnswering { why: Option<String> },
     /// Delivery is stuck, by the daemon's own account.
@@ -24,7 +24,9 @@ impl Condition {
     /// What an emit's answer says, if anything is wrong.
     pub fn of_emit(e: &Emitted) -> Option<Self> {
         match e.path {
-            DeliveryPath::Direct => Some(Self::NotRunning),
+            DeliveryPath::Direct => Some(Self::NotRunning {
+                why: e.note.clone(),
+            }),
             DeliveryPath::Spool => Some(Self::NotAnswering {
                 why: e.note.clone(),
             }),
@@ -47,8 +49,11 @@ impl Condition {
     /// One line: what is wrong, and the command that fixes it.
     pub fn describe(&self, home: &Home) -> String {
         match self {
-            Self::NotRunning => format!(
-                "kitty-syncd is not running, so queued events are not sent; start it with: {}",
+            Self::NotRunning { why } => format!(
+                "kitty-syncd is not running{}, so queued events are not sent; start it with: {}",
+                why.as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default(),
                 crate::status::start_hint()
             ),
             Self::NotAnswering { why } => format!(

@@ -41,12 +41,29 @@ pub fn main(json: bool) -> ExitCode {
         }
     };
     let stuck = crate::staleness::Condition::of_status(&status);
+    let skew = status
+        .running
+        .then(|| {
+            crate::skew::describe(&crate::skew::Daemon {
+                protocol: status.protocol,
+                version: Some(&status.version),
+                pid: status.pid,
+                supervisor: status.supervisor.as_deref(),
+            })
+        })
+        .flatten();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("status serialises")
         );
     } else {
+        if let Some(s) = &skew {
+            println!(
+                "{}",
+                s.replacen("daemon needs restart", "DAEMON NEEDS RESTART", 1)
+            );
+        }
         if let Some(c) = &stuck {
             println!("DELIVERY STUCK: {}", c.describe(client.home()));
         }

@@ -224,6 +224,7 @@ mod tests {
             running: true,
             pid: Some(1),
             version: "0".into(),
+            protocol: kitty_proto::api::PROTOCOL,
             uptime_secs: Some(1),
             socket: String::new(),
             home: String::new(),

@@ -37,7 +37,7 @@ pub fn main(opts: TailOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match crate::block_on(run(client.socket(), opts)) {
+    match crate::block_on(run(&client, opts)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kitty-sync: error: cannot start a runtime: {e}");
@@ -54,59 +54,64 @@ enum TailError {
     Refused(String),
 }
 
-async fn run(socket: &Path, opts: TailOptions) -> ExitCode {
-    let body = match open(socket, opts.since_start).await {
-        Ok(b) => b,
-        Err(TailError::Transport(e)) if crate::status::unreachable(&e) => {
-            return crate::status::not_running(&e);
-        }
-        Err(e) => {
-            eprintln!("kitty-sync: error: {e}");
-            return ExitCode::from(1);
-        }
+async fn run(client: &Client, opts: TailOptions) -> ExitCode {
+    let mut at = Position {
+        after: opts.since_start.then_some(0),
+        ..Position::default()
     };
-    follow(body, opts).await
+    loop {
+        let body = match open(client.socket(), at.after).await {
+            Ok(b) => b,
+            Err(TailError::Transport(e)) if crate::status::unreachable(&e) && !at.resumed => {
+                return crate::status::not_running(&e);
+            }
+            Err(e) => {
+                eprintln!("kitty-sync: error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match follow(client.home(), body, opts, &mut at).await {
+            End::Reconnect => {
+                // The daemon ended this response (a connection lives a
+                // minute); ask again from the last line read.
+                at.after = Some(at.last_seq);
+                at.resumed = true;
+            }
+            End::Exit(code) => return code,
+        }
+    }
+}
+
+/// Where a tail stands across the responses it reads.
+#[derive(Debug, Default)]
+struct Position {
+    /// `after=` of the next request.
+    after: Option<u64>,
+    /// The seq of the last line read (or, before any, the daemon's last).
+    last_seq: u64,
+    /// Not the first request: its hello is not shown again.
+    resumed: bool,
+}
+
+enum End {
+    Reconnect,
+    Exit(ExitCode),
 }
 
 /// Connects, checks who serves the socket, and sends the request.
-async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming, TailError> {
+async fn open(socket: &Path, after: Option<u64>) -> Result<hyper::body::Incoming, TailError> {
     let deadline = ANSWER_DEADLINE;
-    let stream = tokio::time::timeout(deadline, tokio::net::UnixStream::connect(socket))
-        .await
-        .map_err(|_| TransportError::Timeout(deadline))?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                TransportError::NotRunning(socket.display().to_string())
-            }
-            _ => TransportError::Failed(format!("cannot connect to {}: {e}", socket.display())),
-        })?;
     // Only a daemon of our own user may tell us what happens to our events.
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == ours => {}
-        Ok(c) => {
-            return Err(TailError::Refused(format!(
-                "{} is served by uid {}, not by this user (uid {ours}); not reading from it",
-                socket.display(),
-                c.uid()
-            )));
-        }
-        Err(e) => {
-            return Err(TailError::Refused(format!(
-                "cannot tell who serves {}: {e}",
-                socket.display()
-            )));
-        }
-    }
+    let stream = tokio::time::timeout(deadline, crate::transport::connect(socket))
+        .await
+        .map_err(|_| TransportError::Timeout(deadline))??;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| TransportError::Failed(format!("cannot talk to the daemon: {e}")))?;
     tokio::spawn(conn);
-    let path = if since_start {
-        "/v1/feed?since_start=true"
-    } else {
-        "/v1/feed"
+    let path = match after {
+        Some(seq) => format!("/v1/feed?after={seq}"),
+        None => "/v1/feed".to_owned(),
     };
     let req = Request::get(path)
         .header(hyper::header::HOST, "localhost")
@@ -131,17 +136,25 @@ async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming,
         .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
     Err(TailError::Refused(if status == StatusCode::NOT_FOUND {
         format!(
-            "this kitty-syncd has no event feed ({status}: {msg}); restart it to run the new version"
+            "this kitty-syncd has no event feed ({status}: {msg}): it runs an older binary; \
+             restart it with: {}",
+            crate::staleness::restart_hint(None)
         )
     } else {
         format!("the daemon answered {status}: {msg}")
     }))
 }
 
-/// Prints lines until the feed ends.
-async fn follow(mut body: hyper::body::Incoming, opts: TailOptions) -> ExitCode {
+/// Prints the lines of one response until it ends. A later response's
+/// `hello` and every `reconnect` are not shown: they are not events.
+async fn follow(
+    home: &kitty_proto::home::Home,
+    mut body: hyper::body::Incoming,
+    opts: TailOptions,
+    at: &mut Position,
+) -> End {
     let mut buf: Vec<u8> = Vec::new();
-    let mut stopping = false;
+    let mut end = None;
     let mut out = std::io::stdout().lock();
     loop {
         let frame = match body.frame().await {
@@ -149,23 +162,55 @@ async fn follow(mut body: hyper::body::Incoming, opts: TailOptions) -> ExitCode 
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 eprintln!("kitty-sync: error: the feed broke off: {e}");
-                return ExitCode::from(1);
+                return End::Exit(ExitCode::from(1));
             }
         };
         let Some(data) = frame.data_ref() else {
             continue;
         };
         buf.extend_from_slice(data);
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = buf.drain(..=end).collect();
+        while let Some(eol) = buf.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = buf.drain(..=eol).collect();
             let raw = &raw[..raw.len() - 1];
             let line = serde_json::from_slice::<FeedLine>(raw).ok();
+            let mut show = true;
             if let Some(l) = &line {
+                if let Some(seq) = l.seq {
+                    at.last_seq = at.last_seq.max(seq);
+                }
                 match &l.event {
-                    FeedEvent::Hello { .. } if !opts.json => eprintln!("{}", hello(l)),
-                    FeedEvent::Stopping => stopping = true,
+                    FeedEvent::Hello {
+                        protocol,
+                        version,
+                        pid,
+                        last_seq,
+                        ..
+                    } => {
+                        show = !at.resumed;
+                        if at.after.is_none() {
+                            at.last_seq = *last_seq;
+                        }
+                        if show && !opts.json {
+                            eprintln!("{}", hello(l));
+                        }
+                        let daemon = crate::skew::Daemon {
+                            protocol: *protocol,
+                            version: Some(version),
+                            pid: Some(*pid),
+                            supervisor: None,
+                        };
+                        crate::skew::warn(home, &daemon);
+                    }
+                    FeedEvent::Stopping => end = Some(End::Exit(ExitCode::SUCCESS)),
+                    FeedEvent::Reconnect => {
+                        show = false;
+                        end = Some(End::Reconnect);
+                    }
                     _ => {}
                 }
+            }
+            if !show {
+                continue;
             }
             let text = if opts.json {
                 Some(String::from_utf8_lossy(raw).into_owned())
@@ -182,22 +227,26 @@ async fn follow(mut body: hyper::body::Incoming, opts: TailOptions) -> ExitCode 
                 && writeln!(out, "{text}").and_then(|()| out.flush()).is_err()
             {
                 // Standard output is gone (`| head`): nothing more to do.
-                return ExitCode::SUCCESS;
+                return End::Exit(ExitCode::SUCCESS);
             }
         }
         if buf.len() > MAX_LINE {
             eprintln!("kitty-sync: error: the daemon sent a line over {MAX_LINE} bytes");
-            return ExitCode::from(1);
+            return End::Exit(ExitCode::from(1));
         }
     }
-    if stopping {
-        if !opts.json {
-            eprintln!("kitty-syncd stopped; the feed ended");
+    match end {
+        Some(End::Exit(code)) => {
+            if !opts.json {
+                eprintln!("kitty-syncd stopped; the feed ended");
+            }
+            End::Exit(code)
         }
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("kitty-sync: error: the daemon closed the feed");
-        ExitCode::from(1)
+        Some(End::Reconnect) => End::Reconnect,
+        None => {
+            eprintln!("kitty-sync: error: the daemon closed the feed");
+            End::Exit(ExitCode::from(1))
+        }
     }
 }
 
@@ -259,7 +308,10 @@ pub fn render(l: &FeedLine) -> Option<String> {
         FeedEvent::Missed { missed } => {
             format!("{t} missed     {missed} lines: this reader fell behind")
         }
-        FeedEvent::Hello { .. } | FeedEvent::Stopping | FeedEvent::Unknown => return None,
+        FeedEvent::Hello { .. }
+        | FeedEvent::Reconnect
+        | FeedEvent::Stopping
+        | FeedEvent::Unknown => return None,
     };
     Some(clean(&text))
 }
@@ -285,6 +337,7 @@ mod tests {
     fn line(event: FeedEvent) -> FeedLine {
         FeedLine {
             at: "2026-02-04T13:47:09.123456+00:00".into(),
+            seq: Some(1),
             event,
         }
     }

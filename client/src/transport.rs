@@ -105,8 +105,9 @@ pub async fn call(
         .map_err(|_| TransportError::Timeout(deadline))?
 }
 
-/// Connects, and makes sure the listener is a process of this user.
-async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
+/// Connects, and makes sure the listener is a process of this user (also
+/// for `tail`, which streams instead of reading one answer).
+pub async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| match e.kind() {

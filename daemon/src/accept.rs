@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use kitty_proto::VERSION;
-use kitty_proto::api::{ErrorBody, VERSION_HEADER};
+use kitty_proto::api::{ErrorBody, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -205,7 +205,7 @@ async fn refuse(mut stream: UnixStream, _permit: OwnedSemaphorePermit) {
     let body = serde_json::to_vec(&body).expect("an ErrorBody serializes");
     let head = format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n{VERSION_HEADER}: {VERSION}\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n",
+         {PROTOCOL_HEADER}: {PROTOCOL}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSE_TIME, async {

@@ -19,7 +19,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kitty_proto::api::{EmitResponse, ErrorBody, Health, QueueView, VERSION_HEADER};
+use kitty_proto::api::{
+    EmitResponse, ErrorBody, Health, PROTOCOL, PROTOCOL_HEADER, QueueView, VERSION_HEADER,
+};
 use kitty_proto::home::Home;
 use kitty_proto::{MAX_BODY_BYTES, VERSION, parse_events_request};
 use kitty_store::{CommitError, Job};
@@ -100,6 +102,8 @@ async fn version_header(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     res.headers_mut()
         .insert(VERSION_HEADER, HeaderValue::from_static(VERSION));
+    res.headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL));
     res
 }
 
@@ -183,6 +187,7 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
                 status: "queued".into(),
                 events: accepted,
                 version: VERSION.into(),
+                protocol: PROTOCOL,
                 health: crate::health::hint(&state).await,
             };
             (StatusCode::ACCEPTED, Json(body)).into_response()
@@ -386,6 +391,7 @@ async fn get_health(State(state): State<AppState>) -> Response {
         ok: error.is_none(),
         pid: std::process::id(),
         version: VERSION.into(),
+        protocol: PROTOCOL,
         error,
     };
     (status, Json(body)).into_response()

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 /// Header carried by every answer of the socket API.
 pub const VERSION_HEADER: &str = "x-kitty-syncd-version";
+/// Header carried by every answer: the daemon's [`PROTOCOL`].
+pub const PROTOCOL_HEADER: &str = "x-kitty-syncd-protocol";
 
 /// `202` to `POST /v1/events`: every event is committed to queue.db.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,9 @@ pub struct EmitResponse {
     pub status: String,
     pub events: Vec<Accepted>,
     pub version: String,
+    /// The daemon's [`PROTOCOL`].
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     /// Whether what was just queued is on its way; absent from older daemons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<DeliveryHealth>,
@@ -98,6 +103,8 @@ pub struct Health {
     pub ok: bool,
     pub pid: u32,
     pub version: String,
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     /// Why the daemon is not healthy (503), e.g. its last commit failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -130,6 +137,9 @@ pub struct Status {
     pub running: bool,
     pub pid: Option<u32>,
     pub version: String,
+    /// The [`PROTOCOL`] of whoever built this report.
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     pub uptime_secs: Option<u64>,
     pub socket: String,
     pub home: String,
@@ -315,6 +325,11 @@ fn protocol_unnumbered() -> u32 {
 pub struct FeedLine {
     /// When it happened (RFC 3339, UTC).
     pub at: String,
+    /// Its place among everything this daemon has published since it started
+    /// (1, 2, ...); `after=<seq>` asks for what came later. Lines about one
+    /// reader only (`hello`, `missed`, `reconnect`, `stopping`) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     #[serde(flatten)]
     pub event: FeedEvent,
 }
@@ -331,6 +346,9 @@ pub enum FeedEvent {
         pid: u32,
         /// The connection state right now.
         state: String,
+        /// The seq of the last line published before this feed began.
+        #[serde(default)]
+        last_seq: u64,
     },
     /// An event committed to queue.db by the daemon.
     Committed {
@@ -370,6 +388,9 @@ pub enum FeedEvent {
     /// This reader fell behind (or, first thing with `since_start`, the
     /// history no longer holds them): this many lines were not sent to it.
     Missed { missed: u64 },
+    /// This response ends here (a connection lives at most a minute); ask
+    /// again with `after=<the last seq read>` to go on without a gap.
+    Reconnect,
     /// The daemon is shutting down; the feed ends after this line.
     Stopping,
     /// A kind this build does not know (from a newer daemon).
@@ -414,6 +435,7 @@ mod tests {
     fn feed_lines_are_flat_objects_tagged_by_kind() {
         let line = FeedLine {
             at: "2026-02-04T13:47:09.123456+00:00".into(),
+            seq: Some(7),
             event: FeedEvent::Confirmed {
                 event_id: "01J0".into(),
                 status: "duplicate".into(),
@@ -423,11 +445,11 @@ mod tests {
         let text = serde_json::to_string(&line).unwrap();
         assert_eq!(
             text,
-            r#"{"at":"2026-02-04T13:47:09.123456+00:00","kind":"confirmed","event_id":"01J0","status":"duplicate","via":"batch"}"#
+            r#"{"at":"2026-02-04T13:47:09.123456+00:00","seq":7,"kind":"confirmed","event_id":"01J0","status":"duplicate","via":"batch"}"#
         );
         assert_eq!(serde_json::from_str::<FeedLine>(&text).unwrap(), line);
         let stopping: FeedLine = serde_json::from_str(r#"{"at":"t","kind":"stopping"}"#).unwrap();
-        assert_eq!(stopping.event, FeedEvent::Stopping);
+        assert_eq!((stopping.seq, stopping.event), (None, FeedEvent::Stopping));
         // A newer daemon's kind is read, not refused.
         let newer: FeedLine =
             serde_json::from_str(r#"{"at":"t","kind":"something_new","x":1}"#).unwrap();

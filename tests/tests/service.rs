@@ -40,7 +40,8 @@ fn service_cmd(home: &TestHome, args: &[&str], path: &str) -> Output {
     cmd.args(args)
         .env("HOME", home.root())
         .env("PATH", path)
-        .env_remove("XDG_CONFIG_HOME");
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME");
     run_with_guard(cmd, None)
 }
 
@@ -147,6 +148,69 @@ fn systemd_install_writes_what_dry_run_shows_and_uninstall_keeps_the_queue() {
         b"not touched"
     );
     assert_eq!(home.clock_text(), before);
+}
+
+#[test]
+fn install_with_completions_and_man_writes_them_where_the_shells_look() {
+    let home = TestHome::new();
+    let calls = stub_tool(home.root(), "systemctl", 0);
+    let path = path_with(home.root());
+    let data = home.root().join(".local/share");
+    let fish = home.root().join(".config/fish/completions");
+    // (file, binary, arguments that print the same bytes)
+    let mut expected = Vec::new();
+    for (bin, exe) in [("kitty-sync", client_bin()), ("kitty-syncd", daemon_bin())] {
+        for (file, args) in [
+            (
+                data.join("bash-completion/completions").join(bin),
+                ["completions", "bash"],
+            ),
+            (
+                data.join("zsh/site-functions").join(format!("_{bin}")),
+                ["completions", "zsh"],
+            ),
+            (fish.join(format!("{bin}.fish")), ["completions", "fish"]),
+        ] {
+            expected.push((file, exe.clone(), args.to_vec()));
+        }
+        expected.push((data.join(format!("man/man1/{bin}.1")), exe, vec!["man"]));
+    }
+    let flags = ["install", "--systemd", "--completions", "--man"];
+    let dry = service_cmd(&home, &[&flags[..], &["--dry-run"]].concat(), &path);
+    dry.assert_code(0);
+    for (file, _, _) in &expected {
+        assert!(
+            dry.stdout
+                .contains(&format!("==> write {} (", file.display())),
+            "{}: {dry}",
+            file.display()
+        );
+        assert!(!file.exists(), "--dry-run wrote {}", file.display());
+    }
+    assert!(!calls.exists());
+
+    service_cmd(&home, &flags, &path).assert_code(0);
+    for (file, exe, args) in &expected {
+        let mut cmd = home.command(exe);
+        cmd.args(args);
+        let printed = run_with_guard(cmd, None);
+        printed.assert_code(0);
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap(),
+            printed.stdout,
+            "{} is what `{} {}` prints",
+            file.display(),
+            exe.display(),
+            args.join(" ")
+        );
+    }
+    // Without the flags, install writes none of them; uninstall removes them all.
+    service_cmd(&home, &["uninstall", "--systemd"], &path).assert_code(0);
+    for (file, _, _) in &expected {
+        assert!(!file.exists(), "{} still there", file.display());
+    }
+    service_cmd(&home, &["install", "--systemd"], &path).assert_code(0);
+    assert!(expected.iter().all(|(f, _, _)| !f.exists()));
 }
 
 #[test]

@@ -252,7 +252,14 @@ fn a_broken_config_fails_the_service_without_a_restart_loop() {
     // Fixed, it starts again.
     s.home
         .write("config.toml", "[sync]\nmax_queue_size = 100\n");
-    s.um.systemctl(&["start", SERVICE]).assert_code(0);
+    let out = s.um.systemctl(&["start", SERVICE]);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "{out}\n{}\n--- service log ---\n{}",
+        s.um.describe(SERVICE),
+        s.log()
+    );
     assert_eq!(s.home.api().status().queue.max_queue_size, 100);
 }
 

@@ -219,3 +219,46 @@ fn since_start_replays_what_came_before_the_tail() {
     bad.assert_status(400);
     d.stop_gracefully();
 }
+
+/// A connection lives at most a minute (accept.rs): the daemon ends each feed
+/// response before that with `reconnect`, and `kitty-sync tail` asks again
+/// from the last seq it read. Across it, no event is lost and none repeats.
+#[test]
+fn a_tail_outlives_the_connection_lifetime_without_a_gap() {
+    let home = TestHome::new();
+    let d = home.start_daemon();
+    let api = d.api();
+    let mut tail = home.tail(&["--json"]);
+    tail.wait_json("hello", HANG_GUARD, |v| kind(v, "hello"));
+    let mut raw = FeedConn::open(&home.socket(), "/v1/feed");
+    let mut ids = Vec::new();
+    let started = std::time::Instant::now();
+    // An event every second or so, until well past a connection's lifetime.
+    while started.elapsed() < std::time::Duration::from_secs(70) {
+        ids.push(api.emit(&status_draft(ids.len() as u32)).event_id);
+        std::thread::sleep(std::time::Duration::from_millis(900));
+    }
+    // The raw reader saw its response end with `reconnect`.
+    raw.wait_for("the end of the response", |v| kind(v, "reconnect"));
+    let last = ids.last().unwrap().clone();
+    tail.wait_json("the last event", HANG_GUARD, |v| {
+        kind(v, "committed") && v["event_id"] == last.as_str()
+    });
+    let lines = tail.seen_json();
+    let seen: Vec<String> = lines
+        .iter()
+        .filter(|v| kind(v, "committed"))
+        .map(|v| v["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ids, "every event once, in order");
+    let seqs: Vec<u64> = lines.iter().filter_map(|v| v["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert_eq!(lines.iter().filter(|v| kind(v, "hello")).count(), 1);
+    assert!(
+        !lines
+            .iter()
+            .any(|v| kind(v, "reconnect") || kind(v, "missed"))
+    );
+    d.stop_gracefully();
+    assert_eq!(tail.wait_exit().code(), Some(0), "{}", tail.stderr());
+}

@@ -7,8 +7,9 @@
 //! (tokio's broadcast channel): a reader more than [`PER_READER`] lines behind
 //! loses the oldest and is told how many ([`FeedEvent::Missed`]), so a stuck
 //! `tail` costs memory for at most one ring, and commits never slow down.
-//! The last [`HISTORY`] lines are also kept for readers that ask for what
-//! happened since the daemon started.
+//! The last [`HISTORY`] lines are also kept, numbered (`seq`), for readers
+//! that ask for what happened since the daemon started or since the last
+//! line they read on an earlier connection.
 
 mod http;
 
@@ -63,16 +64,18 @@ struct Inner {
 #[derive(Default)]
 struct History {
     lines: VecDeque<Arc<FeedLine>>,
-    /// Lines that have fallen out of `lines` since start.
-    dropped: u64,
+    /// The seq of the last line published (0: none yet).
+    last_seq: u64,
 }
 
 /// What a new reader starts from.
 pub struct Subscription {
-    /// The history, oldest first, when asked for.
+    /// The kept lines after the seq asked for, oldest first.
     pub backlog: Vec<Arc<FeedLine>>,
-    /// Lines older than the backlog that are no longer kept.
+    /// Lines after that seq that are no longer kept.
     pub dropped: u64,
+    /// The seq of the last line published before this reader began.
+    pub last_seq: u64,
     pub live: broadcast::Receiver<Arc<FeedLine>>,
 }
 
@@ -103,25 +106,30 @@ impl Feed {
         self.inner.shutdown.clone()
     }
 
-    /// Starts a reader: the history (when `since_start`) and, with no gap or
-    /// overlap after it, everything from now on.
-    pub fn subscribe(&self, since_start: bool) -> Subscription {
+    /// Starts a reader: the kept lines after seq `after` (0: since start;
+    /// `None`: none) and, with no gap or overlap after them, everything from
+    /// now on. A seq this daemon has not reached (another run's) means none.
+    pub fn subscribe(&self, after: Option<u64>) -> Subscription {
         let h = self.inner.history.lock().unwrap_or_else(|p| p.into_inner());
         // Subscribing under the history lock: a line is either in the
         // backlog or sent to `live`, never both and never neither.
         let live = self.inner.tx.subscribe();
-        if since_start {
-            Subscription {
-                backlog: h.lines.iter().cloned().collect(),
-                dropped: h.dropped,
-                live,
-            }
-        } else {
-            Subscription {
-                backlog: Vec::new(),
-                dropped: 0,
-                live,
-            }
+        let after = after.filter(|&a| a <= h.last_seq).unwrap_or(h.last_seq);
+        let backlog: Vec<Arc<FeedLine>> = h
+            .lines
+            .iter()
+            .filter(|l| l.seq.is_some_and(|s| s > after))
+            .cloned()
+            .collect();
+        let first_kept = backlog
+            .first()
+            .and_then(|l| l.seq)
+            .unwrap_or(h.last_seq + 1);
+        Subscription {
+            dropped: first_kept - after - 1,
+            backlog,
+            last_seq: h.last_seq,
+            live,
         }
     }
 
@@ -129,13 +137,14 @@ impl Feed {
         let at = kitty_proto::rules::format_utc(chrono::Utc::now());
         let mut h = self.inner.history.lock().unwrap_or_else(|p| p.into_inner());
         for event in events {
+            h.last_seq += 1;
             let line = Arc::new(FeedLine {
                 at: at.clone(),
+                seq: Some(h.last_seq),
                 event,
             });
             if h.lines.len() == HISTORY {
                 h.lines.pop_front();
-                h.dropped += 1;
             }
             h.lines.push_back(line.clone());
             // No reader is not an error: the line is in the history.
@@ -246,7 +255,7 @@ mod tests {
     #[test]
     fn a_reader_that_falls_behind_is_told_how_much_it_missed() {
         let feed = Feed::default();
-        let mut sub = feed.subscribe(false);
+        let mut sub = feed.subscribe(None);
         feed.publish((0..PER_READER + 10).map(state_line));
         match sub.live.try_recv() {
             Err(broadcast::error::TryRecvError::Lagged(n)) => assert_eq!(n, 10),
@@ -260,10 +269,12 @@ mod tests {
     fn since_start_gets_the_history_then_live_lines_without_a_gap() {
         let feed = Feed::default();
         feed.publish((0..HISTORY + 3).map(state_line));
-        let mut sub = feed.subscribe(true);
+        let mut sub = feed.subscribe(Some(0));
         assert_eq!(sub.dropped, 3);
         assert_eq!(sub.backlog.len(), HISTORY);
         assert_eq!(sub.backlog[0].event, state_line(3));
+        assert_eq!(sub.backlog[0].seq, Some(4));
+        assert_eq!(sub.last_seq, HISTORY as u64 + 3);
         feed.state("later", Some("why"));
         let live = sub.live.try_recv().unwrap();
         assert_eq!(
@@ -273,7 +284,16 @@ mod tests {
                 error: Some("why".into())
             }
         );
-        assert!(feed.subscribe(false).backlog.is_empty());
+        assert!(feed.subscribe(None).backlog.is_empty());
+        // Resuming after a seq: what came later, and nothing of another run.
+        let sub = feed.subscribe(Some(HISTORY as u64 + 1));
+        assert_eq!(sub.dropped, 0);
+        assert_eq!(sub.backlog.len(), 3);
+        assert_eq!(sub.backlog[0].seq, Some(HISTORY as u64 + 2));
+        let sub = feed.subscribe(Some(1));
+        assert_eq!((sub.dropped, sub.backlog.len()), (3, HISTORY));
+        let sub = feed.subscribe(Some(u64::MAX));
+        assert_eq!((sub.dropped, sub.backlog.len()), (0, 0));
     }
 
     #[test]
