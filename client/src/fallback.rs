@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kitty_proto::Submission;
-use kitty_proto::api::Accepted;
+use kitty_proto::api::{Accepted, ErrorBody};
 use kitty_proto::home::Home;
 use kitty_store::{CommitError, Job, Ledger, lock};
 use serde_json::value::RawValue;
@@ -41,6 +41,10 @@ pub async fn queue(
 ) -> Result<Fallback, EmitError> {
     kitty_store::fsutil::ensure_private_dir(home.dir())
         .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
+    // The daemon's own rule: a home another user owns or can write is not a
+    // place to leave an event (no daemon would run there to deliver it).
+    kitty_store::fsutil::check_private_dir(home.dir())
+        .map_err(|e| EmitError::Forbidden(format!("refusing to queue the event: {e}")))?;
     let left = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(COMMIT_RESERVE);
@@ -97,8 +101,21 @@ fn spool(
     submission: &Submission,
     why: Option<String>,
 ) -> Result<Fallback, EmitError> {
-    let id = submission.event_id().unwrap_or_default();
-    kitty_store::spool::write(home, id, event, Utc::now())
-        .map_err(|e| EmitError::Failed(format!("cannot spool the event: {e}")))?;
-    Ok(Fallback::Spooled(why))
+    use kitty_store::spool::SpoolError;
+    match kitty_store::spool::write(home, event, submission, Utc::now()) {
+        Ok(s) => {
+            // The client gave every draft its event_id before sending it.
+            debug_assert_eq!(Some(&*s.event_id), submission.event_id());
+            Ok(Fallback::Spooled(why))
+        }
+        Err(SpoolError::Invalid(v)) => Err(EmitError::Invalid(Box::new(ErrorBody {
+            error: "invalid_event".into(),
+            message: v.to_string(),
+            field: Some(v.field),
+            rule: Some(v.rule),
+            index: None,
+            version: kitty_proto::VERSION.into(),
+        }))),
+        Err(e @ SpoolError::Io { .. }) => Err(EmitError::Failed(e.to_string())),
+    }
 }

@@ -9,9 +9,12 @@
 pub mod fallback;
 pub mod login;
 pub mod queue_cmd;
+pub mod staleness;
 pub mod status;
 pub mod sync;
+pub mod tail;
 pub mod transport;
+pub mod warn_once;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +56,13 @@ pub struct Emitted {
     pub lamport_clock: Option<u64>,
     pub path: DeliveryPath,
     pub duplicate: bool,
+    /// The daemon's delivery-health hint (path `daemon`, from a daemon that sends one).
+    #[serde(skip)]
+    pub health: Option<kitty_proto::api::DeliveryHealth>,
+    /// Why the daemon did not take it (paths `direct` and `spool`). The
+    /// binary turns this into at most one warning an hour ([`staleness`]).
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +148,27 @@ impl Client {
             Ok(a) => format!("the daemon answered {}", a.status),
             Err(e) => e.to_string(),
         };
-        self.fall_back(&text, &why, started + EMIT_BUDGET).await
+        self.fall_back(&text, &why, started + EMIT_BUDGET)
+            .await
+            .map_err(|e| match e {
+                // Say why no daemon of ours took it, not only why we will not queue it.
+                EmitError::Forbidden(m) => EmitError::Forbidden(format!("{why}; {m}")),
+                e => e,
+            })
+    }
+
+    /// Queues the event without asking the daemon, directly or in the spool
+    /// by the same rules as [`Client::emit`]'s fallback: for a caller that
+    /// already asked it and got no usable answer (`why`), such as the Python
+    /// package, so that one emit does not wait for the daemon twice.
+    pub async fn emit_without_daemon(
+        &self,
+        event_json: &str,
+        why: &str,
+    ) -> Result<Emitted, EmitError> {
+        let started = std::time::Instant::now();
+        let text = with_event_id(event_json);
+        self.fall_back(&text, why, started + EMIT_BUDGET).await
     }
 
     async fn fall_back(
@@ -154,6 +184,18 @@ impl Client {
                 None,
             )))
         })?;
+        // The daemon's own limit: what it would refuse is not queued behind its back.
+        if text.len() > kitty_proto::MAX_BODY_BYTES {
+            return Err(EmitError::Invalid(Box::new(error_body(
+                "payload_too_large",
+                format!(
+                    "the event is {} bytes; the limit is {}",
+                    text.len(),
+                    kitty_proto::MAX_BODY_BYTES
+                ),
+                None,
+            ))));
+        }
         let submission = parse_one(raw).map_err(|v| {
             EmitError::Invalid(Box::new(ErrorBody {
                 field: Some(v.field.clone()),
@@ -163,30 +205,25 @@ impl Client {
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
         match fallback::queue(&self.home, raw, submission, deadline).await? {
-            fallback::Fallback::Direct(a) => {
-                eprintln!(
-                    "kitty-sync: warning: {why}; queued {} directly in queue.db",
-                    a.event_id
-                );
-                Ok(Emitted {
-                    event_id: a.event_id,
-                    lamport_clock: Some(a.lamport_clock),
-                    path: DeliveryPath::Direct,
-                    duplicate: a.duplicate,
-                })
-            }
+            fallback::Fallback::Direct(a) => Ok(Emitted {
+                event_id: a.event_id,
+                lamport_clock: Some(a.lamport_clock),
+                path: DeliveryPath::Direct,
+                duplicate: a.duplicate,
+                health: None,
+                note: Some(why.to_owned()),
+            }),
             fallback::Fallback::Spooled(direct_failed) => {
                 let also = direct_failed
-                    .map(|e| format!(" (queue.db: {e})"))
+                    .map(|e| format!("; queue.db: {e}"))
                     .unwrap_or_default();
-                eprintln!(
-                    "kitty-sync: warning: {why}{also}; spooled {event_id} for the daemon to queue"
-                );
                 Ok(Emitted {
                     event_id,
                     lamport_clock: None,
                     path: DeliveryPath::Spool,
                     duplicate: false,
+                    health: None,
+                    note: Some(format!("{why}{also}")),
                 })
             }
         }
@@ -254,10 +291,22 @@ impl Client {
     }
 }
 
-/// Adds a fresh event_id to a draft that has none; anything else is left as is.
+/// Adds a fresh event_id to a draft that has none (absent or `null`), so that
+/// the id printed is the id queued, whichever way the event goes; anything
+/// else is left as is. A draft that repeats a key is left as is too: rewriting
+/// it would quietly keep one of the values, and it is refused whole.
 fn with_event_id(event_json: &str) -> String {
+    if !matches!(
+        kitty_proto::unique_keys::first_duplicate_key(event_json),
+        Ok(None)
+    ) {
+        return event_json.to_owned();
+    }
     match serde_json::from_str::<Map<String, Value>>(event_json) {
-        Ok(mut obj) if !obj.contains_key("lamport_clock") && !obj.contains_key("event_id") => {
+        Ok(mut obj)
+            if !obj.contains_key("lamport_clock")
+                && obj.get("event_id").is_none_or(Value::is_null) =>
+        {
             obj.insert(
                 "event_id".into(),
                 Value::String(ulid::Ulid::generate().to_string()),
@@ -281,6 +330,8 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
         lamport_clock: Some(a.lamport_clock),
         path: DeliveryPath::Daemon,
         duplicate: a.duplicate,
+        health: res.health,
+        note: None,
     })
 }
 

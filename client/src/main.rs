@@ -56,6 +56,17 @@ enum Command {
     /// Look at the queue and at dead letters.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Follow the daemon live: each event committed, confirmed, rejected or
+    /// set aside, and each change of connection, one line each.
+    Tail {
+        /// Print each line as the daemon sends it, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// First replay what the daemon still remembers since it started (its
+        /// last 1,000 lines).
+        #[arg(long)]
+        since_start: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,6 +121,10 @@ struct EmitArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// The caller already asked the daemon and got no usable answer (REASON):
+    /// queue the event directly or spool it without asking again.
+    #[arg(long, value_name = "REASON", hide = true)]
+    skip_daemon: Option<String>,
 }
 
 const EX_DATAERR: u8 = 65;
@@ -141,6 +156,9 @@ fn main() -> ExitCode {
             kitty_sync::queue_cmd::dead(limit, json)
         }
         Command::Queue(QueueCommand::RetryDead) => kitty_sync::queue_cmd::retry_dead(),
+        Command::Tail { json, since_start } => {
+            kitty_sync::tail::main(kitty_sync::tail::TailOptions { json, since_start })
+        }
     }
 }
 
@@ -159,13 +177,18 @@ fn emit(args: EmitArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match kitty_sync::block_on(client.emit(&event)) {
+    let result = match &args.skip_daemon {
+        Some(why) => kitty_sync::block_on(client.emit_without_daemon(&event, why)),
+        None => kitty_sync::block_on(client.emit(&event)),
+    };
+    match result {
         Ok(Ok(emitted)) => {
             if args.json {
                 println!("{}", serde_json::to_string(&emitted).expect("serialises"));
             } else {
                 println!("{}", emitted.event_id);
             }
+            kitty_sync::staleness::after_emit(client.home(), &emitted);
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {

@@ -10,6 +10,9 @@ use crate::Client;
 
 /// Exit status when no daemon answers.
 pub const NOT_RUNNING: u8 = 3;
+/// Exit status when the daemon runs but delivery is stuck (events wait while
+/// the server needs a new login, or longer than `[sync] stale_after_secs`).
+pub const STUCK: u8 = 4;
 const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 
 pub fn main(json: bool) -> ExitCode {
@@ -37,31 +40,34 @@ pub fn main(json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let stuck = crate::staleness::Condition::of_status(&status);
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("status serialises")
         );
     } else {
+        if let Some(c) = &stuck {
+            println!("DELIVERY STUCK: {}", c.describe(client.home()));
+        }
         print!("{}", render(&status));
         if let Some(why) = why {
             eprintln!("({why})");
         }
     }
-    if status.running {
-        ExitCode::SUCCESS
-    } else {
+    if !status.running {
         ExitCode::from(NOT_RUNNING)
+    } else if stuck.is_some() {
+        ExitCode::from(STUCK)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
 /// Whether a failed call means no daemon answered at all (exit 3), rather
 /// than a daemon that answered with an error.
 pub fn unreachable(e: &crate::TransportError) -> bool {
-    matches!(
-        e,
-        crate::TransportError::NotRunning(_) | crate::TransportError::Timeout(_)
-    )
+    e.no_daemon()
 }
 
 /// Says how to start the daemon and returns exit status 3, for commands that
@@ -73,6 +79,9 @@ pub fn not_running(e: &crate::TransportError) -> ExitCode {
             "kitty-sync: kitty-syncd did not answer within {d:?}; `kitty-sync status` shows its state; \
              if it is not running, start it with: {hint}"
         ),
+        crate::TransportError::ForeignPeer { .. } => {
+            eprintln!("kitty-sync: warning: {e}; start our own daemon with: {hint}")
+        }
         _ => eprintln!("kitty-sync: kitty-syncd is not running; start it with: {hint}"),
     }
     ExitCode::from(NOT_RUNNING)
@@ -135,6 +144,15 @@ pub fn render(s: &Status) -> String {
     rows.push(("version", s.version.clone()));
     rows.push(("socket", s.socket.clone()));
     rows.push(("home", s.home.clone()));
+    if s.spool_rejected > 0 {
+        rows.push((
+            "set aside",
+            format!(
+                "{} spool files in spool/rejected/, never to be queued (the daemon's log says why)",
+                s.spool_rejected
+            ),
+        ));
+    }
     let oldest = s.queue.oldest_age_secs.map_or(String::new(), |a| {
         format!(", oldest {} ago", human_duration(a))
     });
@@ -158,6 +176,15 @@ pub fn render(s: &Status) -> String {
             .map(|t| format!("{} {}", t.event_type, t.count))
             .collect();
         rows.push(("top types", top.join(", ")));
+    }
+    if s.refused > 0 {
+        rows.push((
+            "refused",
+            format!(
+                "{} spec-kitty events the daemon refused, kept in {}/kitty-sync-refused.jsonl",
+                s.refused, s.home
+            ),
+        ));
     }
     if s.spooled > 0 {
         rows.push((

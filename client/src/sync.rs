@@ -242,10 +242,13 @@ mod tests {
             connection: uplink.state.clone(),
             supervisor: None,
             spooled: 0,
+            spool_rejected: 0,
             start_hint: None,
             config_loaded_at: None,
+            refused: 0,
             uplink,
             writer: Default::default(),
+            health: None,
         }
     }
 

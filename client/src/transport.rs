@@ -1,5 +1,10 @@
-//! HTTP/JSON to the daemon over its Unix socket (hyperlocal), always within a
-//! deadline: a hung daemon must never hang the caller.
+//! HTTP/JSON to the daemon over its Unix socket, always within a deadline: a
+//! hung daemon must never hang the caller.
+//!
+//! Only a daemon of this user is talked to. Whoever listens on the socket path
+//! is asked who it is (SO_PEERCRED / LOCAL_PEERCRED) before a byte is sent: a
+//! process of another user bound there (possible when the socket's directory
+//! was writable by others) is not our daemon, and gets nothing.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,9 +12,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use hyperlocal::UnixConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -19,13 +23,43 @@ pub enum TransportError {
     /// Connected, but no answer in time: the daemon is hung or overloaded.
     #[error("the daemon did not answer within {0:?}")]
     Timeout(Duration),
+    /// Another user's process listens on the socket: not our daemon.
+    #[error(
+        "{socket} is served by a process of uid {peer}, not of this user (uid {ours}); \
+         it is not our daemon and was sent nothing"
+    )]
+    ForeignPeer {
+        socket: String,
+        peer: u32,
+        ours: u32,
+    },
     #[error("cannot talk to the daemon: {0}")]
     Failed(String),
+}
+
+impl TransportError {
+    /// No daemon of ours answered: nothing listens, it is hung, or what
+    /// listens is not ours. A caller that can do without the daemon should.
+    pub fn no_daemon(&self) -> bool {
+        matches!(
+            self,
+            Self::NotRunning(_) | Self::Timeout(_) | Self::ForeignPeer { .. }
+        )
+    }
 }
 
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
+}
+
+/// Aborts the task driving a connection when the call ends, answered or not.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub async fn call(
@@ -35,18 +69,28 @@ pub async fn call(
     body: Option<Vec<u8>>,
     deadline: Duration,
 ) -> Result<Answer, TransportError> {
-    let client: Client<UnixConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(UnixConnector);
-    let uri: hyper::Uri = hyperlocal::Uri::new(socket, path).into();
-    let mut req = Request::builder().method(method).uri(uri);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost");
     if body.is_some() {
-        req = req.header("content-type", "application/json");
+        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| TransportError::Failed(e.to_string()))?;
     let exchange = async {
-        let res = client.request(req).await.map_err(|e| classify(socket, e))?;
+        let stream = connect(socket).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| TransportError::Failed(format!("HTTP handshake: {e}")))?;
+        let _driver = AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| TransportError::Failed(format!("sending the request: {e}")))?;
         let status = res.status();
         let body = res
             .into_body()
@@ -61,23 +105,28 @@ pub async fn call(
         .map_err(|_| TransportError::Timeout(deadline))?
 }
 
-fn classify(socket: &Path, e: hyper_util::client::legacy::Error) -> TransportError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            )
-        {
-            return TransportError::NotRunning(socket.display().to_string());
-        }
-        source = s.source();
+/// Connects, and makes sure the listener is a process of this user.
+async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                TransportError::NotRunning(socket.display().to_string())
+            }
+            _ => TransportError::Failed(format!("cannot connect to {}: {e}", socket.display())),
+        })?;
+    let peer = stream
+        .peer_cred()
+        .map_err(|e| TransportError::Failed(format!("cannot tell who serves the socket: {e}")))?
+        .uid();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = unsafe { libc::geteuid() };
+    if peer != ours {
+        return Err(TransportError::ForeignPeer {
+            socket: socket.display().to_string(),
+            peer,
+            ours,
+        });
     }
-    TransportError::Failed(format!(
-        "{e}: {}",
-        std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    ))
+    Ok(stream)
 }

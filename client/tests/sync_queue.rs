@@ -62,10 +62,13 @@ fn status_of(f: &Fake) -> Status {
         connection: f.uplink.state.clone(),
         supervisor: None,
         spooled: 0,
+        spool_rejected: 0,
         start_hint: None,
         config_loaded_at: None,
+        refused: 0,
         uplink: f.uplink.clone(),
         writer: Default::default(),
+        health: None,
     }
 }
 

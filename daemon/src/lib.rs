@@ -6,10 +6,13 @@
 //! gets a connection, [`socket_guard`] keeps the socket file) → [`writer`] (stamp and
 //! group-commit through the `kitty_store` ledger) → answer. Around them:
 //! [`startup`] claims the home and recovers the clock, [`spool`] queues what
-//! clients left while we were not answering, [`settings`] follows config.toml
-//! and credentials, and [`status`] reports all of it.
+//! clients left while we were not answering, [`settings`] follows config.toml and credentials, and
+//! [`status`] reports all of it, and
+//! [`feed`] tells `kitty-sync tail` what happens as it happens.
 
 pub mod accept;
+pub mod feed;
+pub mod health;
 pub mod logging;
 pub mod server;
 pub mod service;

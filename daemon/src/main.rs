@@ -126,6 +126,9 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
         Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
             fail(&e.to_string(), EX_ALREADY_RUNS)
         }
+        // A home or socket directory others can write is a configuration
+        // error too, and no restart can fix it.
+        Err(e @ kitty_syncd::startup::StartError::UnsafeDir(_)) => fail(&e.to_string(), EX_CONFIG),
         Err(e) => fail(&e.to_string(), 1),
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! - `POST /v1/events`: one event or an array of up to 1,000 → 202 once committed.
 //! - `GET /v1/status`, `GET /v1/queue?limit=N`, `GET /v1/health`.
+//! - `GET /v1/feed`: what happens, as NDJSON (see [`crate::feed`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub node_id: String,
     pub started: Instant,
     pub uplink: crate::uplink::UplinkShared,
+    pub health: crate::health::Cache,
 }
 
 /// The connecting process, from the kernel (SO_PEERCRED), not from anything it says.
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync", post(post_sync))
         .route("/v1/dead", get(get_dead))
         .route("/v1/dead/retry", post(post_dead_retry))
+        .route("/v1/feed", get(crate::feed::get_feed))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -180,6 +183,7 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
                 status: "queued".into(),
                 events: accepted,
                 version: VERSION.into(),
+                health: crate::health::hint(&state).await,
             };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }

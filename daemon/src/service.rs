@@ -108,9 +108,11 @@ impl Context {
     }
 }
 
-/// Files to write (or remove) and commands to run, in order.
+/// Directories to create (0700), files to write (or remove) and commands to
+/// run, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    pub dirs: Vec<PathBuf>,
     pub files: Vec<(PathBuf, String)>,
     pub commands: Vec<Vec<String>>,
 }
@@ -140,6 +142,36 @@ fn systemd_path(p: &Path) -> Result<String, ServiceError> {
     Ok(s.replace('%', "%%"))
 }
 
+/// The directories `PrivateTmp=yes` replaces with empty private ones.
+const PRIVATE_TMP_DIRS: &[&str] = &["/tmp", "/var/tmp"];
+
+/// The first of `paths` that a private /tmp would hide from the service, with
+/// symlinks in its existing part resolved (`/tmp` may be reached by another name).
+fn under_tmp<'a>(paths: &[&'a Path]) -> Option<&'a Path> {
+    let hidden = |q: &Path| PRIVATE_TMP_DIRS.iter().any(|t| q.starts_with(t));
+    paths.iter().copied().find(|p| {
+        let real = p.ancestors().find_map(|a| {
+            let rest = p.strip_prefix(a).ok()?;
+            a.canonicalize().ok().map(|c| c.join(rest))
+        });
+        hidden(p) || real.is_some_and(|r| hidden(&r))
+    })
+}
+
+/// `PrivateTmp=yes`, or a comment saying why the unit goes without: with the
+/// state directory under /tmp, `ReadWritePaths=` names a path that does not
+/// exist in the private /tmp and the service fails with status 226/NAMESPACE.
+fn private_tmp_line(ctx: &Context) -> String {
+    match under_tmp(&[ctx.state.dir(), &ctx.socket, &ctx.binary]) {
+        None => "PrivateTmp=yes".into(),
+        Some(p) => format!(
+            "# PrivateTmp= left out: {} is under a directory it would hide.",
+            p.display()
+        )
+        .replace('%', "%%"),
+    }
+}
+
 fn xml_escape(p: &Path) -> String {
     p.to_string_lossy()
         .replace('&', "&amp;")
@@ -154,10 +186,13 @@ pub fn install_plan(kind: Kind, ctx: &Context) -> Result<Plan, ServiceError> {
             let fill = |t: &str| -> Result<String, ServiceError> {
                 Ok(t.replace("@BINARY@", &systemd_path(&ctx.binary)?)
                     .replace("@STATE_DIR@", &systemd_path(ctx.state.dir())?)
-                    .replace("@SOCKET@", &systemd_path(&ctx.socket)?))
+                    .replace("@SOCKET@", &systemd_path(&ctx.socket)?)
+                    .replace("@PRIVATE_TMP@", &private_tmp_line(ctx)))
             };
             let dir = unit_dir(ctx);
             Ok(Plan {
+                // ReadWritePaths= must exist before the first start.
+                dirs: vec![ctx.state.dir().to_path_buf()],
                 files: vec![
                     (dir.join(SYSTEMD_SERVICE), fill(SERVICE_TEMPLATE)?),
                     (dir.join(SYSTEMD_SOCKET), fill(SOCKET_TEMPLATE)?),
@@ -187,6 +222,7 @@ pub fn install_plan(kind: Kind, ctx: &Context) -> Result<Plan, ServiceError> {
                 );
             let domain = format!("gui/{}", ctx.uid);
             Ok(Plan {
+                dirs: vec![names::launchd_log_dir(&ctx.user_home)],
                 commands: vec![cmd(&[
                     "launchctl",
                     "bootstrap",
@@ -204,6 +240,7 @@ pub fn uninstall_plan(kind: Kind, ctx: &Context) -> Plan {
         Kind::Systemd => {
             let dir = unit_dir(ctx);
             Plan {
+                dirs: vec![],
                 files: vec![
                     (dir.join(SYSTEMD_SERVICE), String::new()),
                     (dir.join(SYSTEMD_SOCKET), String::new()),
@@ -222,6 +259,7 @@ pub fn uninstall_plan(kind: Kind, ctx: &Context) -> Plan {
             }
         }
         Kind::Launchd => Plan {
+            dirs: vec![],
             files: vec![(names::launchd_plist(&ctx.user_home), String::new())],
             commands: vec![cmd(&[
                 "launchctl",
@@ -235,6 +273,9 @@ pub fn uninstall_plan(kind: Kind, ctx: &Context) -> Plan {
 /// The dry-run text: every file with its content, then every command.
 pub fn describe_install(plan: &Plan) -> String {
     let mut out = String::new();
+    for dir in &plan.dirs {
+        out.push_str(&format!("==> create {}\n", dir.display()));
+    }
     for (path, text) in &plan.files {
         out.push_str(&format!("==> write {}\n{text}", path.display()));
         if !text.ends_with('\n') {
@@ -294,11 +335,10 @@ fn run(c: &[String]) -> Result<(), ServiceError> {
 pub fn install(kind: Kind, ctx: &Context) -> Result<String, ServiceError> {
     let plan = install_plan(kind, ctx)?;
     require_tool(kind, "enabled")?;
-    if kind == Kind::Launchd {
-        let logs = names::launchd_log_dir(&ctx.user_home);
-        std::fs::create_dir_all(&logs).map_err(|source| ServiceError::Io {
+    for dir in &plan.dirs {
+        kitty_store::fsutil::ensure_private_dir(dir).map_err(|source| ServiceError::Io {
             what: "create",
-            path: logs.display().to_string(),
+            path: dir.display().to_string(),
             source,
         })?;
     }
@@ -385,12 +425,42 @@ mod tests {
         );
         assert!(service.contains("ExecStart=/opt/kitty/bin/kitty-syncd run"));
         assert!(service.contains("ReadWritePaths=/home/al%%ice/.spec-kitty"));
+        assert!(service.contains("\nPrivateTmp=yes\n"), "{service}");
         assert!(!service.contains('@'), "{service}");
+        assert_eq!(plan.dirs, vec![PathBuf::from("/home/al%ice/.spec-kitty")]);
         assert!(
             plan.files[1]
                 .1
                 .contains("ListenStream=/home/al%%ice/.spec-kitty/kitty-syncd.sock")
         );
+    }
+
+    #[test]
+    fn a_state_dir_socket_or_binary_under_tmp_gets_no_private_tmp() {
+        let directives = |c: &Context| -> Vec<String> {
+            let plan = install_plan(Kind::Systemd, c).unwrap();
+            plan.files[0]
+                .1
+                .lines()
+                .filter(|l| l.starts_with("PrivateTmp"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut c = ctx(Path::new("/home/alice"));
+        assert_eq!(directives(&c), vec!["PrivateTmp=yes"]);
+        c.state = Home::new(PathBuf::from("/tmp/kitty-state"));
+        assert!(directives(&c).is_empty());
+        let service = &install_plan(Kind::Systemd, &c).unwrap().files[0].1;
+        assert!(service.contains("/tmp/kitty-state is under"), "{service}");
+        let mut c = ctx(Path::new("/home/alice"));
+        c.socket = PathBuf::from("/var/tmp/k.sock");
+        assert!(directives(&c).is_empty());
+        let mut c = ctx(Path::new("/home/alice"));
+        c.binary = PathBuf::from("/tmp/bin/kitty-syncd");
+        assert!(directives(&c).is_empty());
+        // A name that merely begins with "tmp" is not under /tmp.
+        c.binary = PathBuf::from("/tmpfoo/kitty-syncd");
+        assert_eq!(directives(&c), vec!["PrivateTmp=yes"]);
     }
 
     #[test]

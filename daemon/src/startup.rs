@@ -27,12 +27,17 @@ const CLOCK_LOCK_PATIENCE: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error(transparent)]
     AlreadyRuns(#[from] lock::InstanceError),
+    /// The home or the socket's directory is not ours alone: another user
+    /// could plant files or a socket in it. Refused before anything is written.
+    #[error("refusing to run: {0}")]
+    UnsafeDir(#[from] kitty_store::fsutil::UnsafeDir),
     #[error("{0}")]
     Fatal(String),
 }
 
 pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), StartError> {
     let started = Instant::now();
+    check_dirs(&home, &socket)?;
     // Before anything can answer: a service manager may stop us the instant
     // the socket serves, and the default action of SIGTERM is to die uncleanly.
     let mut signals = Signals::install()
@@ -124,10 +129,17 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         .ok();
     let (clock_tx, clock_rx) = watch::channel(ledger.clock());
     let (committed_tx, committed_rx) = watch::channel(());
-    let (writer, writer_task) =
-        crate::writer::spawn(ledger, settings_rx.clone(), clock_tx, committed_tx);
+    let feed = crate::feed::Feed::new(shutdown_rx.clone());
+    let (writer, writer_task) = crate::writer::spawn(
+        ledger,
+        settings_rx.clone(),
+        clock_tx,
+        committed_tx,
+        feed.clone(),
+    );
     let uplink_shared =
-        crate::uplink::UplinkShared::new(crate::uplink::initial_state(&settings_rx.borrow()));
+        crate::uplink::UplinkShared::new(crate::uplink::initial_state(&settings_rx.borrow()))
+            .with_feed(feed);
     let mut uplink = crate::uplink::spawn(crate::uplink::UplinkCtx {
         home: home.clone(),
         settings: settings_rx.clone(),
@@ -152,6 +164,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         node_id,
         started,
         uplink: uplink_shared,
+        health: Default::default(),
     };
     let mut stop_rx = shutdown_rx.clone();
     let mut server = tokio::spawn(server::serve(
@@ -289,12 +302,17 @@ fn report_recovery(home: &Home, r: &Recovery) {
     }
     match &r.clock_file {
         ClockFile::Corrupt(why) => {
+            // Moved, not copied: a rename replaces whatever is planted at the
+            // new name (a symlink is not followed), reads nothing (the file may
+            // be huge or a FIFO), and the checkpoint written next takes its place.
             let keep = home.clock_json().with_extension("json.corrupt");
-            let _ = std::fs::copy(home.clock_json(), &keep);
+            let kept = match std::fs::rename(home.clock_json(), &keep) {
+                Ok(()) => format!("moved it to {}", keep.display()),
+                Err(e) => format!("could not move it to {}: {e}", keep.display()),
+            };
             tracing::warn!(
-                "clock.json is corrupt ({why}); kept a copy at {} and resumed the clock at {} \
+                "clock.json is corrupt ({why}); {kept}; resumed the clock at {} \
                  from queue.db (high-water mark {}, largest queued value {})",
-                keep.display(),
                 r.value,
                 r.high_water_mark,
                 r.queue_max
@@ -413,4 +431,18 @@ fn bind(path: &Path) -> Result<UnixListener, StartError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| fatal(format!("cannot make {} private: {e}", path.display())))?;
     Ok(listener)
+}
+
+/// Refuses a home, or a socket directory, that another user owns or can
+/// write: they could put a socket of their own where clients look for ours,
+/// or files where we read and write state. A socket directory that does not
+/// exist yet is made 0700 by [`bind`].
+fn check_dirs(home: &Home, socket: &Path) -> Result<(), StartError> {
+    kitty_store::fsutil::check_private_dir(home.dir())?;
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty())
+        && dir.exists()
+    {
+        kitty_store::fsutil::check_private_dir(dir)?;
+    }
+    Ok(())
 }

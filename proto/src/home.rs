@@ -19,8 +19,6 @@ pub const MAX_SOCKET_PATH: usize = 103;
 pub enum HomeError {
     #[error("cannot find the home directory: neither {HOME_ENV} nor HOME is set")]
     NoHome,
-    #[error("{var} is set but empty")]
-    Empty { var: &'static str },
     #[error(
         "socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows; \
          set {SOCKET_ENV} to a shorter path"
@@ -28,7 +26,7 @@ pub enum HomeError {
     SocketPathTooLong { path: String, len: usize },
 }
 
-/// `<home>`: `$SPEC_KITTY_HOME` when set, else `~/.spec-kitty`.
+/// `<home>`: `$SPEC_KITTY_HOME` when set and not empty, else `~/.spec-kitty`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
     dir: PathBuf,
@@ -39,19 +37,18 @@ impl Home {
         Self { dir: dir.into() }
     }
 
-    /// Reads `SPEC_KITTY_HOME`, then `HOME`.
+    /// Reads `SPEC_KITTY_HOME`, then `HOME`. An empty variable counts as
+    /// unset, as it does for the spec-kitty CLI (`if env_home := ...`).
     pub fn from_env() -> Result<Self, HomeError> {
         Self::from_vars(std::env::var_os(HOME_ENV), std::env::var_os("HOME"))
     }
 
     fn from_vars(spec_home: Option<OsString>, home: Option<OsString>) -> Result<Self, HomeError> {
-        match (spec_home, home) {
-            (Some(dir), _) if dir.is_empty() => Err(HomeError::Empty { var: HOME_ENV }),
+        let set = |v: Option<OsString>| v.filter(|v| !v.is_empty());
+        match (set(spec_home), set(home)) {
             (Some(dir), _) => Ok(Self::new(dir)),
-            (None, Some(home)) if !home.is_empty() => {
-                Ok(Self::new(PathBuf::from(home).join(".spec-kitty")))
-            }
-            _ => Err(HomeError::NoHome),
+            (None, Some(home)) => Ok(Self::new(PathBuf::from(home).join(".spec-kitty"))),
+            (None, None) => Err(HomeError::NoHome),
         }
     }
 
@@ -98,12 +95,19 @@ impl Home {
         self.dir.join("spool")
     }
 
+    /// Events the Python package's spec-kitty transport could not hand over
+    /// (the daemon refused them), one JSON line each with the daemon's
+    /// message; `status` counts them.
+    pub fn refused_log(&self) -> PathBuf {
+        self.dir.join("kitty-sync-refused.jsonl")
+    }
+
     pub fn default_socket(&self) -> PathBuf {
         self.dir.join("kitty-syncd.sock")
     }
 
-    /// `KITTY_SYNCD_SOCKET` when set, else `<home>/kitty-syncd.sock`; refused
-    /// when too long for a Unix socket.
+    /// `KITTY_SYNCD_SOCKET` when set and not empty, else
+    /// `<home>/kitty-syncd.sock`; refused when too long for a Unix socket.
     pub fn socket_path(&self) -> Result<PathBuf, HomeError> {
         socket_path_from(self, std::env::var_os(SOCKET_ENV))
     }
@@ -111,9 +115,8 @@ impl Home {
 
 fn socket_path_from(home: &Home, over: Option<OsString>) -> Result<PathBuf, HomeError> {
     let path = match over {
-        Some(p) if p.is_empty() => return Err(HomeError::Empty { var: SOCKET_ENV }),
-        Some(p) => PathBuf::from(p),
-        None => home.default_socket(),
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => home.default_socket(),
     };
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
@@ -136,10 +139,13 @@ mod tests {
         let h = Home::from_vars(None, Some("/home/a".into())).unwrap();
         assert_eq!(h.dir(), Path::new("/home/a/.spec-kitty"));
         assert_eq!(Home::from_vars(None, None), Err(HomeError::NoHome));
-        assert!(matches!(
-            Home::from_vars(Some("".into()), None),
-            Err(HomeError::Empty { .. })
-        ));
+        // Empty is unset, as for the spec-kitty CLI.
+        let h = Home::from_vars(Some("".into()), Some("/home/a".into())).unwrap();
+        assert_eq!(h.dir(), Path::new("/home/a/.spec-kitty"));
+        assert_eq!(
+            Home::from_vars(Some("".into()), Some("".into())),
+            Err(HomeError::NoHome)
+        );
     }
 
     #[test]
@@ -152,6 +158,10 @@ mod tests {
         assert_eq!(
             socket_path_from(&h, Some("/s.sock".into())).unwrap(),
             Path::new("/s.sock")
+        );
+        assert_eq!(
+            socket_path_from(&h, Some("".into())).unwrap(),
+            Path::new("/tmp/k/kitty-syncd.sock")
         );
         let long = Home::new(format!("/tmp/{}", "a".repeat(120)));
         let err = socket_path_from(&long, None).unwrap_err();

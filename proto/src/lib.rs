@@ -8,6 +8,7 @@
 //! - [`draft`]: an event the daemon completes (stamps) before queueing.
 //! - [`envelope`]: a complete envelope built elsewhere, relayed unchanged.
 //! - [`request`]: parsing a `POST /v1/events` body into validated submissions.
+//! - [`unique_keys`]: finding a key one JSON object repeats.
 //! - [`api`]: the JSON shapes of the socket API's answers.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod request;
 pub mod rules;
 pub mod service;
 pub mod session;
+pub mod unique_keys;
 
 pub use draft::Draft;
 pub use envelope::{Envelope, RelayedEnvelope};

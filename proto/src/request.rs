@@ -3,7 +3,8 @@
 //! the whole request.
 //!
 //! An object that carries `lamport_clock` is a complete envelope; any other
-//! object is a draft.
+//! object is a draft. Neither may repeat a key in any of its objects
+//! ([`crate::unique_keys`]).
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -126,6 +127,17 @@ pub fn parse_one(raw: &RawValue) -> Result<Submission, Violation> {
         // Valid JSON that serde_json still refuses: nested deeper than 128 levels.
         Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
     };
+    match crate::unique_keys::first_duplicate_key(raw.get()) {
+        Ok(None) => {}
+        Ok(Some(path)) => {
+            return Err(Violation::new(
+                path,
+                "appears more than once in one object; every key must be unique, since \
+                 readers of a repeated key disagree on its value",
+            ));
+        }
+        Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
+    }
     if obj.contains_key("lamport_clock") {
         validate_envelope(raw.get(), &obj).map(Submission::Envelope)
     } else {
@@ -175,6 +187,26 @@ mod tests {
                 assert_eq!(index, Some(1));
                 assert_eq!(violation.field, "payload.wp_id");
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_naming_it() {
+        let env = r#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","event_type":"X","aggregate_id":"WP01","aggregate_type":"WorkPackage","payload":{},"node_id":"n","lamport_clock":5,"timestamp":"2026-02-04T13:47:09+00:00","team_slug":"t","lamport_clock":900}"#;
+        let inner = r#"{"event_type":"WPCreated","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x","wp_id":"WP02"}}"#;
+        for (text, field) in [(env, "lamport_clock"), (inner, "payload.wp_id")] {
+            match parse_events_request(text.as_bytes()).unwrap_err() {
+                RequestError::Invalid { violation, .. } => {
+                    assert_eq!(violation.field, field, "{text}");
+                    assert!(violation.rule.contains("more than once"), "{violation}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let arr = format!("[{DRAFT},{inner}]");
+        match parse_events_request(arr.as_bytes()).unwrap_err() {
+            RequestError::Invalid { index, .. } => assert_eq!(index, Some(1)),
             other => panic!("{other:?}"),
         }
     }

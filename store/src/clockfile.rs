@@ -69,17 +69,13 @@ pub fn stat(path: &Path) -> Option<FileId> {
 }
 
 pub fn read(path: &Path) -> ClockFile {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ClockFile::Missing,
-        Err(e) => return ClockFile::Corrupt(format!("cannot read: {e}")),
+    /// A checkpoint is under 200 bytes; anything far larger is not one.
+    const MAX_FILE_BYTES: u64 = 64 * 1024;
+    let bytes = match fsutil::read_state_file(path, MAX_FILE_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return ClockFile::Missing,
+        Err(e) => return ClockFile::Corrupt(e.problem.to_string()),
     };
-    if bytes.len() > 64 * 1024 {
-        return ClockFile::Corrupt(format!(
-            "{} bytes, far larger than a checkpoint",
-            bytes.len()
-        ));
-    }
     let v: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => return ClockFile::Corrupt(format!("not JSON: {e}")),
@@ -313,6 +309,11 @@ mod tests {
             std::fs::write(&p, bad).unwrap();
             assert!(matches!(read(&p), ClockFile::Corrupt(_)), "{bad}");
         }
+        std::fs::write(&p, vec![b' '; 64 * 1024 + 1]).unwrap();
+        match read(&p) {
+            ClockFile::Corrupt(why) => assert!(why.contains("over the limit"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         std::fs::write(&p, r#"{"value": 9}"#).unwrap();
         assert_eq!(
             read(&p),
@@ -321,5 +322,18 @@ mod tests {
                 node_id: None
             }
         );
+    }
+
+    #[test]
+    fn a_fifo_is_corrupt_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock.json");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        match read(&p) {
+            ClockFile::Corrupt(why) => assert!(why.contains("FIFO"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -81,17 +81,15 @@ impl CredentialsFile {
 const MAX_FILE_BYTES: u64 = 256 * 1024;
 
 pub fn read(path: &Path) -> CredentialsFile {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CredentialsFile::Missing,
-        Err(e) => return CredentialsFile::Corrupt(format!("cannot read: {e}")),
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            return CredentialsFile::Corrupt(format!("{} bytes, too large", m.len()));
-        }
-        Ok(_) => {}
-    }
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).map_or_else(CredentialsFile::Corrupt, CredentialsFile::Present),
-        Err(e) => CredentialsFile::Corrupt(format!("cannot read: {e}")),
+    match crate::fsutil::read_state_file(path, MAX_FILE_BYTES) {
+        Ok(None) => CredentialsFile::Missing,
+        Err(e) => CredentialsFile::Corrupt(e.problem.to_string()),
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(text) => {
+                parse(&text).map_or_else(CredentialsFile::Corrupt, CredentialsFile::Present)
+            }
+            Err(e) => CredentialsFile::Corrupt(format!("not UTF-8: {e}")),
+        },
     }
 }
 
@@ -203,8 +201,14 @@ fn save_session_within(
     let path = home.credentials();
     let text = match load_for_edit(&path)? {
         Existing::Missing => fresh(s, None),
-        Existing::Unreadable(bytes) => {
+        Existing::Unreadable(Some(bytes)) => {
             keep_corrupt(home, &bytes)?;
+            fresh(s, None)
+        }
+        Existing::Unreadable(None) => {
+            let copy = home.dir().join("credentials.corrupt");
+            std::fs::rename(&path, &copy)
+                .map_err(io_err("move the unreadable credentials to", &copy))?;
             fresh(s, None)
         }
         Existing::Text(text) => {
@@ -246,22 +250,27 @@ pub fn remove(home: &Home) -> Result<bool, CredentialsError> {
 
 enum Existing {
     Missing,
-    /// Too large or not UTF-8: nothing in it can be kept.
-    Unreadable(Vec<u8>),
+    /// Not UTF-8 (its bytes), too large or not a regular file (`None`, not
+    /// read): nothing in it can be kept, so it becomes `credentials.corrupt`.
+    Unreadable(Option<Vec<u8>>),
     Text(String),
 }
 
 fn load_for_edit(path: &Path) -> Result<Existing, CredentialsError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Missing),
-        Err(e) => return Err(io_err("read", path)(e)),
+    use crate::fsutil::Problem;
+    let bytes = match crate::fsutil::read_state_file(path, MAX_FILE_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Existing::Missing),
+        Err(e) => match e.problem {
+            Problem::Io(source) => return Err(io_err("read", path)(source)),
+            // Too large or not a regular file: not read at all, moved aside whole.
+            _ => return Ok(Existing::Unreadable(None)),
+        },
     };
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Ok(Existing::Unreadable(bytes));
-    }
-    Ok(String::from_utf8(bytes)
-        .map_or_else(|e| Existing::Unreadable(e.into_bytes()), Existing::Text))
+    Ok(String::from_utf8(bytes).map_or_else(
+        |e| Existing::Unreadable(Some(e.into_bytes())),
+        Existing::Text,
+    ))
 }
 
 fn keep_corrupt(home: &Home, bytes: &[u8]) -> Result<(), CredentialsError> {
@@ -375,7 +384,7 @@ url = "https://spec-kitty-dev.fly.dev"
         assert_eq!(read(&dir.path().join("none")), CredentialsFile::Missing);
     }
 
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     fn session(tag: &str) -> Session {
         Session {
@@ -511,6 +520,48 @@ url = "https://spec-kitty-dev.fly.dev"
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    fn mkfifo(p: &Path) {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn a_fifo_reads_as_logged_out_at_once_and_login_moves_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        mkfifo(&home.credentials());
+        match read(&home.credentials()) {
+            CredentialsFile::Corrupt(why) => assert!(why.contains("FIFO"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        save_session(&home, &session("6")).unwrap();
+        assert!(read(&home.credentials()).credentials().is_some());
+        let aside = std::fs::symlink_metadata(dir.path().join("credentials.corrupt")).unwrap();
+        assert!(
+            aside.file_type().is_fifo(),
+            "the FIFO is kept aside, unread"
+        );
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_unread_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let big = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+        std::fs::write(home.credentials(), &big).unwrap();
+        match read(&home.credentials()) {
+            CredentialsFile::Corrupt(why) => assert!(why.contains("over the limit"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        save_session(&home, &session("7")).unwrap();
+        assert!(read(&home.credentials()).credentials().is_some());
+        assert_eq!(
+            std::fs::read(dir.path().join("credentials.corrupt")).unwrap(),
+            big
+        );
     }
 
     #[test]

@@ -131,8 +131,17 @@ pub async fn open_readers(path: &Path) -> Result<SqlitePool, StoreError> {
 
 /// Opens an existing queue for reading only; `None` when there is no file.
 pub async fn open_existing(path: &Path) -> Result<Option<SqliteConnection>, StoreError> {
-    if !path.exists() {
-        return Ok(None);
+    // SQLite's read-only open of a FIFO would wait for a writer for ever.
+    match crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Follow) {
+        Ok(None) => return Ok(None),
+        Ok(Some(_)) => {}
+        Err(e) => {
+            let source = match e.problem {
+                crate::fsutil::Problem::Io(io) => io,
+                other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
+            };
+            return Err(StoreError::io("cannot open", path)(source));
+        }
     }
     // No journal_mode here: changing it needs a write lock, and a reader must
     // not need one.
@@ -204,6 +213,23 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_fifo_or_a_symlink_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("queue.db");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_existing(&p).await.unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = open_writer(&p, BUSY_TIMEOUT).await.unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.db"), &link).unwrap();
+        assert!(open_writer(&link, BUSY_TIMEOUT).await.is_err());
+        assert!(!dir.path().join("elsewhere.db").exists());
+    }
 
     #[tokio::test]
     async fn opens_a_cli_file_with_coalesce_key() {

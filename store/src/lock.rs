@@ -69,13 +69,17 @@ impl Held {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+    let opened = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)
+        // Never through a planted symlink (the daemon lock is truncated and
+        // written), never waiting on a FIFO.
+        .custom_flags(crate::fsutil::LOCK_FILE_FLAGS)
+        .open(path);
+    crate::fsutil::checked_lock_file(path, opened)
 }
 
 /// Attempts at locking a path that keeps being replaced under us.
@@ -169,8 +173,9 @@ pub fn write_pid(held: &Held) -> std::io::Result<()> {
 /// The pid recorded in a daemon lock file.
 pub fn running_pid(path: &Path) -> Option<String> {
     let mut s = String::new();
-    File::open(path)
-        .ok()?
+    crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Refuse)
+        .ok()??
+        .0
         .take(64)
         .read_to_string(&mut s)
         .ok()?;
@@ -181,9 +186,9 @@ pub fn running_pid(path: &Path) -> Option<String> {
 /// Whether some process holds the lock at `path` right now (without taking it
 /// for longer than the check).
 pub fn is_held(path: &Path) -> bool {
-    match OpenOptions::new().read(true).open(path) {
-        Ok(f) => matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)),
-        Err(_) => false,
+    match crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Refuse) {
+        Ok(Some((f, _))) => matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)),
+        _ => false,
     }
 }
 

@@ -37,13 +37,39 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         connection: "Offline".into(),
         supervisor: None,
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
+        spool_rejected: spool::rejected_count(home),
         start_hint: None,
         config_loaded_at: None,
+        refused: count_lines(&home.refused_log()),
         uplink: kitty_proto::api::UplinkStatus {
             state: "Offline".into(),
             ..Default::default()
         },
         writer: Default::default(),
+        health: None,
+    }
+}
+
+/// Lines in a regular file, 0 when it is missing or not a regular file (a
+/// planted FIFO must not hang `status`). Reads at most 256 MiB.
+fn count_lines(path: &Path) -> u64 {
+    use std::io::Read;
+    const MAX_READ: u64 = 256 * 1024 * 1024;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        _ => return 0,
+    }
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut reader = file.take(MAX_READ);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return lines,
+            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+        }
     }
 }
 

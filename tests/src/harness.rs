@@ -30,6 +30,9 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::{AssertSqlSafe, Connection};
 
+pub mod follow;
+pub mod user_manager;
+
 /// The longest any single wait in a test may take before the test fails.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
@@ -52,6 +55,9 @@ pub const SERVICE_MANAGER_VARS: &[&str] = &[
 
 /// Exit code of `status` when no daemon answers.
 pub const EXIT_NOT_RUNNING: i32 = 3;
+/// Exit code of `status` when the daemon runs but delivery is stuck (events
+/// queued while it needs a login, or older than `[sync] stale_after_secs`).
+pub const EXIT_STUCK: i32 = 4;
 /// `kitty-sync emit`: invalid input.
 pub const EXIT_DATAERR: i32 = 65;
 /// `kitty-sync emit`: queue full.
@@ -207,6 +213,88 @@ pub fn send_signal(pid: u32, sig: libc::c_int) {
     );
 }
 
+/// The uid tests run "another user" as (nobody), when they run as root.
+pub const OTHER_UID: u32 = 65534;
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Gives `path` to `uid` (root only).
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// A copy of the workspace binary `name` in `dir` that any user may run
+/// (the build directory may not be reachable by another uid).
+pub fn runnable_by_anyone(name: &str, dir: &Path) -> PathBuf {
+    let to = dir.join(name);
+    fs::copy(binary(name), &to).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+    fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+    to
+}
+
+/// `kitty-impostor`, run as [`OTHER_UID`]: another user's process listening
+/// at a socket path, answering `202 queued` to anything and keeping what it
+/// was sent. Killed on drop.
+pub struct Impostor {
+    child: Child,
+    capture: PathBuf,
+}
+
+impl Impostor {
+    /// Binds `socket` (whose directory uid 65534 must be able to write);
+    /// the binary and the capture file live in `dir`, which it must reach.
+    pub fn start(socket: &Path, dir: &Path) -> Self {
+        use std::os::unix::process::CommandExt;
+        let bin = runnable_by_anyone("kitty-impostor", dir);
+        let capture = dir.join(format!("impostor-{}.capture", new_ulid()));
+        let mut cmd = Command::new(bin);
+        cmd.arg(socket)
+            .arg(&capture)
+            .uid(OTHER_UID)
+            .gid(OTHER_UID)
+            .stdin(Stdio::null());
+        let child = cmd.spawn().expect("spawn kitty-impostor");
+        let mut me = Self { child, capture };
+        eventually("the impostor to listen", HANG_GUARD, || {
+            if let Some(st) = me.child.try_wait().expect("try_wait") {
+                panic!("kitty-impostor exited ({st}) before it listened");
+            }
+            UnixStream::connect(socket).ok().map(|_| ())
+        });
+        // That probe was a connection too; start counting from here.
+        eventually("the impostor to record the probe", HANG_GUARD, || {
+            me.capture.exists().then_some(())
+        });
+        let _ = fs::remove_file(&me.capture);
+        me
+    }
+
+    /// Everything the impostor was sent.
+    pub fn received(&self) -> String {
+        fs::read_to_string(&self.capture).unwrap_or_default()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The machine's hostname as Python's `socket.gethostname()` gives it.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -334,9 +422,16 @@ impl Default for TestHome {
 impl TestHome {
     /// A fresh, empty home (`<root>/home`, mode 0700).
     pub fn new() -> Self {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh home whose root is a new directory in `dir` (for a home that
+    /// must not be under /tmp, e.g. for a unit with `PrivateTmp=yes`).
+    pub fn new_in(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create the parent of a test home");
         let tmp = tempfile::Builder::new()
             .prefix("ks")
-            .tempdir()
+            .tempdir_in(dir)
             .expect("tempdir");
         let home = tmp.path().join("home");
         fs::create_dir(&home).expect("create home");
@@ -449,6 +544,27 @@ impl TestHome {
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Writes a spool entry as a client would, `spool/<name>`, holding `event`.
+    pub fn write_spool_entry(&self, name: &str, event: &Value) -> PathBuf {
+        let dir = self.file("spool");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let entry = json!({"made_at": chrono::Utc::now().to_rfc3339(), "event": event});
+        fs::write(&path, entry.to_string()).unwrap();
+        path
+    }
+
+    /// Names in `<home>/spool/rejected/`.
+    pub fn spool_rejected(&self) -> Vec<String> {
+        match fs::read_dir(self.file("spool/rejected")) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect(),
             Err(_) => Vec::new(),
         }

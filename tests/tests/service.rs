@@ -2,9 +2,10 @@
 //! verification, socket activation, readiness and watchdog notifications,
 //! graceful shutdown under load, reload, log targets.
 //!
-//! systemctl and launchctl cannot run here (no user service manager), so the
-//! install tests put recording stand-ins for them on PATH; everything else is
-//! the real daemon.
+//! The install tests here put recording stand-ins for systemctl and launchctl
+//! on PATH, to check exactly what is written and run; everything else is the
+//! real daemon. tests/systemd.rs runs the installed units under a real
+//! systemd user manager.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -56,6 +57,8 @@ fn parse_plan(text: &str) -> (Vec<(String, String)>, Vec<String>) {
             commands.push(c.to_owned());
         } else if let Some(p) = head.strip_prefix("remove ") {
             files.push((p.to_owned(), String::new()));
+        } else if head.starts_with("create ") {
+            // A directory made before the files; the tests check it by name.
         } else {
             panic!("unexpected plan line {head:?} in:\n{text}");
         }
@@ -76,6 +79,11 @@ fn systemd_install_writes_what_dry_run_shows_and_uninstall_keeps_the_queue() {
     dry.assert_code(0);
     let (files, commands) = parse_plan(&dry.stdout);
     assert_eq!(files.len(), 2, "{dry}");
+    assert!(
+        dry.stdout
+            .starts_with(&format!("==> create {}\n", home.path().display())),
+        "ReadWritePaths= must exist before the first start: {dry}"
+    );
     for (p, _) in &files {
         assert!(!Path::new(p).exists(), "--dry-run wrote {p}");
     }
