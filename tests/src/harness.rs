@@ -428,6 +428,9 @@ impl TestHome {
     /// A fresh home whose root is a new directory in `dir` (for a home that
     /// must not be under /tmp, e.g. for a unit with `PrivateTmp=yes`).
     pub fn new_in(dir: &Path) -> Self {
+        // Build now, before a test starts any clock (a token's lifetime, an
+        // event's age), not at its first daemon or client.
+        fresh_binaries();
         std::fs::create_dir_all(dir).expect("create the parent of a test home");
         let tmp = tempfile::Builder::new()
             .prefix("ks")
