@@ -81,8 +81,7 @@ async fn open(socket: &Path, since_start: bool) -> Result<hyper::body::Incoming,
             _ => TransportError::Failed(format!("cannot connect to {}: {e}", socket.display())),
         })?;
     // Only a daemon of our own user may tell us what happens to our events.
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
+    let ours = kitty_store::sys::uid();
     match stream.peer_cred() {
         Ok(c) if c.uid() == ours => {}
         Ok(c) => {

@@ -102,8 +102,7 @@ impl Context {
             xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
             state,
             socket,
-            // SAFETY: getuid cannot fail.
-            uid: unsafe { libc::getuid() },
+            uid: kitty_store::sys::uid(),
         })
     }
 }

@@ -14,6 +14,7 @@
 //! - [`spool`]: events a client left for a daemon that did not answer in time.
 //! - [`config`]: config.toml, read and validated.
 //! - [`credentials`]: the credentials file the spec-kitty CLI shares with us.
+//! - [`sys`]: the libc calls of the daemon and the client, the only `unsafe` code.
 //! - [`fsutil`]: opening and creating files in `<home>` that nothing planted can subvert.
 
 pub mod clockfile;
@@ -28,6 +29,7 @@ pub mod outbox;
 pub mod queue;
 pub mod report;
 pub mod spool;
+pub mod sys;
 
 pub use ledger::{CommitError, Job, Ledger};
 
