@@ -75,6 +75,52 @@ fn status_counts_the_lines_of_the_side_file() {
     d.stop_gracefully();
 }
 
+/// The wheel's crate compiles daemon/ and client/'s main.rs as its own bins
+/// (only with its `wheel` feature, so a plain `cargo test` never builds them):
+/// it must depend on every crate theirs do, or a new `use` there breaks the
+/// wheel long after the change.
+#[test]
+fn the_wheel_crate_depends_on_everything_the_two_binaries_do() {
+    let deps = |rel: &str| -> std::collections::BTreeSet<String> {
+        let text = std::fs::read_to_string(repo_root().join(rel)).unwrap();
+        let doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("{rel}: {e}"));
+        doc.get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let wheel = deps("python/Cargo.toml");
+    for (krate, own) in [
+        ("kitty-syncd", "daemon/Cargo.toml"),
+        ("kitty-sync", "client/Cargo.toml"),
+    ] {
+        assert!(wheel.contains(krate), "python/Cargo.toml lacks {krate}");
+        let missing: Vec<String> = deps(own).difference(&wheel).cloned().collect();
+        assert!(
+            missing.is_empty(),
+            "python/Cargo.toml lacks dependencies of {own}: {missing:?}"
+        );
+    }
+    let doc: toml::Table = std::fs::read_to_string(repo_root().join("python/Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bins = doc["bin"].as_array().expect("[[bin]] targets");
+    for (name, path) in [
+        ("kitty-syncd", "../daemon/src/main.rs"),
+        ("kitty-sync", "../client/src/main.rs"),
+    ] {
+        assert!(
+            bins.iter().any(|b| b["name"].as_str() == Some(name)
+                && b["path"].as_str() == Some(path)
+                && b["required-features"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("wheel")))),
+            "python/Cargo.toml builds {name} from {path}, only with the wheel feature: {bins:?}"
+        );
+    }
+}
+
 /// The wheel `.ci/run` builds: both binaries, the package and its start-up
 /// hook, installed into a fresh venv. Without `$KITTY_SYNC_WHEEL` (a plain
 /// `cargo test`) there is no wheel to look at; the spec-kitty CLI tests then

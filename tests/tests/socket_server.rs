@@ -160,7 +160,11 @@ fn a_deleted_socket_is_bound_again() {
     api.emit(&status_draft(1));
     std::fs::remove_file(home.socket()).unwrap();
     wait_until("the socket to be back", DRAIN_GUARD, || health_ok(&api));
-    home.daemon_cmd(&["status", "--json"]).assert_code(0);
+    // Answered by the daemon (3 would be "no daemon answers"); 4 is status's
+    // "delivery stuck" for this logged-out home with an event queued.
+    let out = home.daemon_cmd(&["status", "--json"]);
+    assert!(matches!(out.code(), Some(0 | 4)), "{out}");
+    assert_eq!(out.json::<serde_json::Value>()["running"], true, "{out}");
     assert_eq!(api.emit(&status_draft(2)).lamport_clock, 2);
     assert!(
         d.log().contains("was deleted; listening there again"),
