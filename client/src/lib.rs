@@ -5,6 +5,16 @@
 //! answers within [`DAEMON_DEADLINE`], it queues the event itself
 //! ([`fallback`]), so the whole call stays within about a second whatever state
 //! the daemon is in.
+//!
+//! - [`fallback`]: queueing an event ourselves, by the daemon's rules.
+//! - [`login`]: `kitty-sync login` and `logout`.
+//! - [`queue_cmd`]: `kitty-sync queue list|dead|retry-dead`.
+//! - [`staleness`]: warnings when queued events will not reach the server.
+//! - [`status`]: `status` for both binaries, from the daemon or from disk.
+//! - [`sync`]: `kitty-sync sync`, a flush now, optionally waited for.
+//! - [`tail`]: `kitty-sync tail`, following the daemon's feed.
+//! - [`transport`]: HTTP/JSON to the daemon over its socket, within a deadline.
+//! - [`warn_once`]: at most one warning of a kind per hour per home.
 
 pub mod cli;
 pub mod docs;

@@ -109,8 +109,7 @@ pub fn restart_hint(supervisor: Option<&str>) -> String {
     if systemd {
         format!("systemctl --user restart {}", service::SYSTEMD_SERVICE)
     } else if launchd {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = kitty_store::sys::uid();
         format!(
             "launchctl kickstart -k gui/{uid}/{}",
             service::LAUNCHD_LABEL

@@ -121,8 +121,7 @@ pub fn start_hint() -> String {
             service::SYSTEMD_SERVICE
         )
     } else if plist.exists() {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = kitty_store::sys::uid();
         format!("launchctl bootstrap gui/{uid} {}", plist.display())
     } else if cfg!(target_os = "macos") {
         "kitty-syncd install (a LaunchAgent), or kitty-syncd run".into()

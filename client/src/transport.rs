@@ -120,8 +120,7 @@ pub async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
         .peer_cred()
         .map_err(|e| TransportError::Failed(format!("cannot tell who serves the socket: {e}")))?
         .uid();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let ours = unsafe { libc::geteuid() };
+    let ours = kitty_store::sys::euid();
     if peer != ours {
         return Err(TransportError::ForeignPeer {
             socket: socket.display().to_string(),

@@ -63,8 +63,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
+    let ours = kitty_store::sys::uid();
     let mut refusals = Throttle::default();
     let mut accept_errors = Throttle::default();
     let mut slot: Option<OwnedSemaphorePermit> = None;
@@ -263,29 +262,5 @@ impl Throttle {
 /// Lifts the soft limit on open descriptors to the hard one (on macOS, to
 /// OPEN_MAX when the hard limit is unlimited). Returns the limit now in force.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur >= lim.rlim_max {
-        return Ok(lim.rlim_cur);
-    }
-    let mut want = libc::rlimit {
-        rlim_cur: lim.rlim_max,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-        // macOS refuses an unlimited soft limit; OPEN_MAX is what it takes.
-        want.rlim_cur = want.rlim_max.min(10_240);
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(want.rlim_cur)
+    kitty_store::sys::raise_fd_limit()
 }

@@ -109,8 +109,7 @@ async fn version_header(req: Request, next: Next) -> Response {
 
 /// A second line behind the check at accept: a request only runs for our user.
 async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
+    let ours = kitty_store::sys::uid();
     if peer.uid == Some(ours) {
         return next.run(req).await;
     }

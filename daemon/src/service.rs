@@ -105,8 +105,7 @@ impl Context {
             xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
             state,
             socket,
-            // SAFETY: getuid cannot fail.
-            uid: unsafe { libc::getuid() },
+            uid: kitty_store::sys::uid(),
         })
     }
 }

@@ -187,9 +187,7 @@ mod tests {
     fn a_fifo_or_an_oversized_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&p);
         let e = load(&p).unwrap_err();
         assert!(e.reason.contains("FIFO"), "{e}");
         std::fs::remove_file(&p).unwrap();

@@ -115,8 +115,13 @@ fn without_a_session_emit_warns_once_and_status_exits_4() {
 fn an_event_older_than_the_threshold_is_loud_until_it_is_delivered() {
     let home = TestHome::new();
     let server = SaasDev::start(home.root(), &[]);
-    let port = server.port();
-    configure(&home, &server, 0, 1, true);
+    // The daemon's server lives on a port held for it, refused until then.
+    let port = ReservedPort::new();
+    let url = port.url();
+    write_sync_config(&home, &url, 0, 1);
+    let r = server.try_login(USER, PASSWORD);
+    r.assert_status(200);
+    write_credentials_from_reply(&home, &url, USER, &r.json());
     server.kill9();
     // Queued two minutes ago, by another tool, while nothing could deliver it.
     let mut old = foreign_envelope(TEAM, 1);

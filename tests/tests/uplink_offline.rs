@@ -16,8 +16,8 @@ const JWT_SECRET: &str = "uplink-offline-test-secret";
 fn offline_backlog_of_5000_is_delivered_once_in_batches_within_the_rate_limit() {
     const N: usize = 5000;
     let home = TestHome::new();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let port = ReservedPort::new();
+    let url = port.url();
     write_sync_config(&home, &url, 1, 300);
     {
         // Log in now, at a server that goes away again.
@@ -96,7 +96,8 @@ fn a_new_server_url_takes_effect_without_a_restart() {
     let home = TestHome::new();
     let server = SaasDev::start(home.root(), &[]);
     login(&home, &server.url(), USER, PASSWORD);
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let nowhere_port = ReservedPort::new();
+    let nowhere = nowhere_port.url();
     write_sync_config(&home, &nowhere, 1, 300);
     let d = home.start_daemon();
     let api = d.api();
