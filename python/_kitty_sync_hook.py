@@ -3,11 +3,13 @@ kitty-syncd without any change to spec-kitty.
 
 `kitty_sync.pth` (every Python up to 3.14) and `kitty_sync.start` (PEP 829,
 Python 3.15+) call `install()` at interpreter start-up. It only puts a finder
-on `sys.meta_path` that waits for the few spec-kitty modules below; nothing
-else is imported until one of them is, so an interpreter that never loads
-spec-kitty pays a dictionary lookup per import. Once such a module has run,
-the finder hands it to `kitty_sync.spec_kitty`, which registers its handlers
-(3.x/4.0 seams) or routes the event emitter (2.x/3.x) to the daemon.
+on `sys.meta_path` that waits for the few spec-kitty modules below, so an
+interpreter that never loads spec-kitty pays a dictionary lookup per import.
+Once such a module has run, this module attaches to it: handlers on the 3.x/4.0
+fan-out seams, a wrapper around the 2.x/3.x emitter's `_emit`, 2.x's
+`get_emitter`. Each of them imports `kitty_sync.spec_kitty` only when an event
+arrives, so a command that produces none (`spec-kitty --version`) loads
+nothing more.
 
 `KITTY_SYNC_DISABLE=1` turns all of it off: the CLI then runs exactly as
 without the package. Nothing here may raise into the program being started.
@@ -37,7 +39,7 @@ def disabled() -> bool:
 
 
 class _Loader:
-    """Runs the real loader, then tells kitty_sync.spec_kitty the module is ready."""
+    """Runs the real loader, then attaches to the module it ran."""
 
     def __init__(self, loader: "importlib.abc.Loader", kind: str) -> None:
         self._loader = loader
@@ -49,9 +51,7 @@ class _Loader:
     def exec_module(self, module: "types.ModuleType") -> None:
         self._loader.exec_module(module)
         try:
-            from kitty_sync import spec_kitty
-
-            spec_kitty.module_loaded(self._kind, module)
+            _attach(self._kind, module)
         except Exception as e:  # the CLI must start whatever happens here
             sys.stderr.write(f"kitty-sync: warning: cannot attach to {module.__name__}: {e!r}\n")
 
@@ -118,6 +118,36 @@ def on_resolved_binding(**kwargs: object) -> None:
     from kitty_sync import spec_kitty
 
     spec_kitty.guarded(spec_kitty.on_resolved_binding, kwargs)
+
+
+def _attach(kind: str, module: "types.ModuleType") -> None:
+    if kind == "seams":
+        module.register_saas_fanout_handler(on_status)
+        module.register_lifecycle_saas_fanout_handler(on_lifecycle)
+        register_binding = getattr(module, "register_resolved_binding_fanout_handler", None)
+        if register_binding is not None:
+            register_binding(on_resolved_binding)
+    elif kind == "emitter":
+        cls = module.EventEmitter
+        original = cls._emit
+
+        def _emit(self: object, *args: object, **kwargs: object) -> object:
+            from kitty_sync import spec_kitty
+
+            return spec_kitty.emit_through_daemon(original, self, args, kwargs)
+
+        _emit.__doc__ = original.__doc__
+        cls._emit = _emit
+    elif kind == "events" and hasattr(module, "get_emitter") and not hasattr(module, "sync_active"):
+        # Only 2.x starts its own sync runtime and queue.db from get_emitter
+        # (3.x builds its emitter without side effects, and has sync_active).
+        def get_emitter() -> object:
+            from kitty_sync.spec_kitty import _emitter
+
+            return _emitter.legacy_emitter(module)
+
+        get_emitter.__doc__ = "The singleton EventEmitter, with kitty-syncd as its clock and queue."
+        module.get_emitter = get_emitter  # type: ignore[attr-defined]
 
 
 def install() -> None:

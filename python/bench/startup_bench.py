@@ -56,10 +56,11 @@ def main() -> None:
     print("| | median ms | p25 | p75 | p5 | p95 |")
     print("|---|---|---|---|---|---|")
     for name, v in (("base: " + " ".join(args.base), base), ("with: " + " ".join(args.other), other)):
-        print(f"| {name} | {statistics.median(v):.2f} | {q(v, .25):.2f} | {q(v, .75):.2f} | {q(v, .05):.2f} | {q(v, .95):.2f} |")
+        cells = [statistics.median(v), q(v, 0.25), q(v, 0.75), q(v, 0.05), q(v, 0.95)]
+        print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     print(
-        f"| difference per round (with - base) | {statistics.median(diff):.3f} | {q(diff, .25):.3f} "
-        f"| {q(diff, .75):.3f} | {q(diff, .05):.3f} | {q(diff, .95):.3f} |"
+        f"| difference per round (with - base) | {statistics.median(diff):.3f} | {q(diff, 0.25):.3f} "
+        f"| {q(diff, 0.75):.3f} | {q(diff, 0.05):.3f} | {q(diff, 0.95):.3f} |"
     )
 
 

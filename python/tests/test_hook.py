@@ -119,12 +119,14 @@ class Hook(HomeCase):
             """
             from specify_cli.status import adapters
             print([h.__qualname__ for h in adapters._saas + adapters._life + adapters._binding])
+            print("loaded before the first event:", [m for m in sys.modules if m.startswith("kitty_sync")])
             adapters.fire_saas_fanout(wp_id="WP01", from_lane="planned", to_lane="claimed", actor="user",
                                       mission_slug="m-1", mission_id="01M8SHH293HXFXYMQB48SSHRXX", metadata=None)
             """
         )
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("['on_status', 'on_lifecycle', 'on_resolved_binding']", r.stdout)
+        self.assertIn("loaded before the first event: []", r.stdout)
         rows = self.home.rows()
         self.assertEqual([r["event_type"] for r in rows], ["WPStatusChanged"])
         self.assertEqual(rows[0]["envelope"]["payload"]["mission_slug"], "m-1")

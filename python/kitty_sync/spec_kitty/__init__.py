@@ -1,15 +1,16 @@
 """The spec-kitty transport: every event the spec-kitty CLI produces is handed
 to kitty-syncd, stamped by the daemon's clock and delivered by its uplink.
 
-The start-up hook (`_kitty_sync_hook`) calls `module_loaded` once one of the
-CLI's modules has run:
+The start-up hook (`_kitty_sync_hook`) attaches to the CLI's modules and
+calls in here when an event arrives:
 
-- `specify_cli.status.adapters` (3.x, 4.0): handlers on the three fan-out
-  seams (status, lifecycle, resolved binding).
-- `specify_cli.sync.emitter` (2.x, 3.x): the emitter's `_emit` goes to the
-  daemon (see `_emitter`).
+- `specify_cli.status.adapters` (3.x, 4.0): the handlers of the three fan-out
+  seams (status, lifecycle, resolved binding) call `on_status`,
+  `on_lifecycle`, `on_resolved_binding`.
+- `specify_cli.sync.emitter` (2.x, 3.x): the emitter's `_emit` goes through
+  `emit_through_daemon` (see `_emitter`).
 - `specify_cli.sync.events` (2.x): `get_emitter` builds a daemon-backed
-  emitter instead of starting the CLI's own sync.
+  emitter instead of starting the CLI's own sync (`_emitter.legacy_emitter`).
 
 A handler never raises into the CLI and never takes longer than the client's
 bound (about a second). Anything the daemon refuses is appended to
@@ -42,41 +43,6 @@ def client() -> Client:
         if _client is None:
             _client = Client()
         return _client
-
-
-def module_loaded(kind: str, module: Any) -> None:
-    if kind == "seams":
-        _register_seams(module)
-    elif kind == "emitter":
-        _wrap_emitter(module)
-    elif kind == "events" and hasattr(module, "get_emitter") and not hasattr(module, "sync_active"):
-        # 3.x builds its emitter without side effects; only 2.x starts its own
-        # sync runtime and queue from get_emitter (and has no sync_active()).
-        module.get_emitter = _emitter.legacy_get_emitter(module)
-
-
-def _register_seams(adapters: Any) -> None:
-    from _kitty_sync_hook import on_lifecycle, on_resolved_binding, on_status
-
-    adapters.register_saas_fanout_handler(on_status)
-    adapters.register_lifecycle_saas_fanout_handler(on_lifecycle)
-    register_binding = getattr(adapters, "register_resolved_binding_fanout_handler", None)
-    if register_binding is not None:
-        register_binding(on_resolved_binding)
-
-
-def _wrap_emitter(module: Any) -> None:
-    cls = module.EventEmitter
-    original = cls._emit
-    if getattr(original, "__kitty_sync__", False):
-        return
-
-    def _emit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return emit_through_daemon(original, self, args, kwargs)
-
-    _emit.__kitty_sync__ = True  # type: ignore[attr-defined]
-    _emit.__doc__ = original.__doc__
-    cls._emit = _emit
 
 
 # -- what the handlers do ------------------------------------------------------
@@ -134,7 +100,10 @@ def on_resolved_binding(kwargs: Mapping[str, Any]) -> None:
 def emit_through_daemon(original: Any, emitter: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if cli_owns_sync():
         return original(emitter, *args, **kwargs)
-    _emitter.use_daemon_clock(emitter)
+    try:
+        _emitter.use_daemon_clock(emitter)
+    except Exception as e:  # the CLI's own clock then ticks; its command goes on
+        _warn(f"cannot give the CLI's emitter the daemon's clock: {e!r}")
     event = original(emitter, *args, **kwargs)
     if not isinstance(event, dict):
         return event
@@ -166,9 +135,9 @@ def hand_over(draft: dict[str, Any]) -> Emitted | None:
     try:
         where = _refused.record(c.home, draft, error, _producer())
     except Exception as e:
-        _warn(f"kitty-syncd refused {draft.get('event_type')} ({message}), and it cannot be recorded: {e!r}")
+        _warn(f"{draft.get('event_type')} was not queued ({message}), and it cannot be recorded: {e!r}")
         return None
-    _warn(f"kitty-syncd refused {draft.get('event_type')} {draft.get('event_id', '')}: {message}; kept in {where}")
+    _warn(f"{draft.get('event_type')} {draft.get('event_id', '')} was not queued: {message}; kept in {where}")
     return None
 
 

@@ -16,7 +16,6 @@ and no runtime.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 
@@ -76,24 +75,26 @@ def _node_id() -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
-def legacy_get_emitter(events: Any) -> Callable[[], Any]:
-    """A `get_emitter` for 2.x's `specify_cli.sync.events`: the same singleton
-    and identity set-up, without the sync runtime, with the daemon as clock
-    and queue."""
-    lock = getattr(events, "_lock", None) or threading.Lock()
+def legacy_emitter(events: Any) -> Any:
+    """2.x's singleton emitter (`specify_cli.sync.events._emitter`), built the
+    way its own get_emitter builds it (identity first) but without the sync
+    runtime, and with the daemon as clock and queue."""
+    if events._emitter is None:
+        with _legacy_lock(events):
+            if events._emitter is None:
+                _ensure_identity()
+                from specify_cli.sync.emitter import EventEmitter
 
-    def get_emitter() -> Any:
-        if events._emitter is None:
-            with lock:
-                if events._emitter is None:
-                    _ensure_identity()
-                    from specify_cli.sync.emitter import EventEmitter
+                events._emitter = EventEmitter(clock=DaemonClock(_node_id()), queue=DaemonQueue())
+    return events._emitter
 
-                    events._emitter = EventEmitter(clock=DaemonClock(_node_id()), queue=DaemonQueue())
-        return events._emitter
 
-    get_emitter.__doc__ = "The singleton EventEmitter, with kitty-syncd as its clock and queue."
-    return get_emitter
+_fallback_lock = threading.Lock()
+
+
+def _legacy_lock(events: Any) -> Any:
+    lock = getattr(events, "_lock", None)
+    return lock if lock is not None else _fallback_lock
 
 
 def _ensure_identity() -> None:
