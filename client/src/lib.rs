@@ -5,13 +5,29 @@
 //! answers within [`DAEMON_DEADLINE`], it queues the event itself
 //! ([`fallback`]), so the whole call stays within about a second whatever state
 //! the daemon is in.
+//!
+//! - [`fallback`]: queueing an event ourselves, by the daemon's rules.
+//! - [`login`]: `kitty-sync login` and `logout`.
+//! - [`queue_cmd`]: `kitty-sync queue list|dead|retry-dead`.
+//! - [`staleness`]: warnings when queued events will not reach the server.
+//! - [`status`]: `status` for both binaries, from the daemon or from disk.
+//! - [`sync`]: `kitty-sync sync`, a flush now, optionally waited for.
+//! - [`tail`]: `kitty-sync tail`, following the daemon's feed.
+//! - [`transport`]: HTTP/JSON to the daemon over its socket, within a deadline.
+//! - [`warn_once`]: at most one warning of a kind per hour per home.
 
+pub mod cli;
+pub mod docs;
 pub mod fallback;
 pub mod login;
 pub mod queue_cmd;
+pub mod skew;
+pub mod staleness;
 pub mod status;
 pub mod sync;
+pub mod tail;
 pub mod transport;
+pub mod warn_once;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +69,16 @@ pub struct Emitted {
     pub lamport_clock: Option<u64>,
     pub path: DeliveryPath,
     pub duplicate: bool,
+    /// The daemon's delivery-health hint (path `daemon`, from a daemon that sends one).
+    #[serde(skip)]
+    pub health: Option<kitty_proto::api::DeliveryHealth>,
+    /// Why the daemon did not take it (paths `direct` and `spool`). The
+    /// binary turns this into at most one warning an hour ([`staleness`]).
+    #[serde(skip)]
+    pub note: Option<String>,
+    /// The protocol and version the daemon answered with (path `daemon`).
+    #[serde(skip)]
+    pub daemon: Option<(u32, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +162,12 @@ impl Client {
                 return Err(refused(a.status, &a.body));
             }
             Ok(a) => format!("the daemon answered {}", a.status),
+            // Someone else serves our socket: a sign of an attack, said every
+            // time, not folded into the hourly delivery warning.
+            Err(e @ transport::TransportError::ForeignPeer { .. }) => {
+                eprintln!("kitty-sync: warning: {e}; not sent there");
+                e.to_string()
+            }
             Err(e) => e.to_string(),
         };
         self.fall_back(&text, &why, started + EMIT_BUDGET)
@@ -195,30 +227,27 @@ impl Client {
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
         match fallback::queue(&self.home, raw, submission, deadline).await? {
-            fallback::Fallback::Direct(a) => {
-                eprintln!(
-                    "kitty-sync: warning: {why}; queued {} directly in queue.db",
-                    a.event_id
-                );
-                Ok(Emitted {
-                    event_id: a.event_id,
-                    lamport_clock: Some(a.lamport_clock),
-                    path: DeliveryPath::Direct,
-                    duplicate: a.duplicate,
-                })
-            }
+            fallback::Fallback::Direct(a) => Ok(Emitted {
+                event_id: a.event_id,
+                lamport_clock: Some(a.lamport_clock),
+                path: DeliveryPath::Direct,
+                duplicate: a.duplicate,
+                health: None,
+                note: Some(why.to_owned()),
+                daemon: None,
+            }),
             fallback::Fallback::Spooled(direct_failed) => {
                 let also = direct_failed
-                    .map(|e| format!(" (queue.db: {e})"))
+                    .map(|e| format!("; queue.db: {e}"))
                     .unwrap_or_default();
-                eprintln!(
-                    "kitty-sync: warning: {why}{also}; spooled {event_id} for the daemon to queue"
-                );
                 Ok(Emitted {
                     event_id,
                     lamport_clock: None,
                     path: DeliveryPath::Spool,
                     duplicate: false,
+                    health: None,
+                    note: Some(format!("{why}{also}")),
+                    daemon: None,
                 })
             }
         }
@@ -325,6 +354,9 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
         lamport_clock: Some(a.lamport_clock),
         path: DeliveryPath::Daemon,
         duplicate: a.duplicate,
+        health: res.health,
+        note: None,
+        daemon: Some((res.protocol, res.version)),
     })
 }
 

@@ -3,118 +3,10 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use kitty_sync::cli::{Cli, Command, EmitArgs, QueueCommand};
 use kitty_sync::{Client, EmitError};
 use serde_json::{Map, Value};
-
-#[derive(Parser)]
-#[command(
-    name = "kitty-sync",
-    version,
-    about = "Hands spec-kitty events to kitty-syncd"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Emit one event; prints its event_id once it is durable.
-    Emit(EmitArgs),
-    /// Show what the daemon is doing (exit 3 when it does not answer).
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Log in to the server and store the session in the credentials file.
-    Login {
-        /// The server's base URL: https, or http to a loopback address.
-        #[arg(long, value_name = "URL")]
-        server: String,
-        #[arg(long)]
-        username: String,
-        /// Read the password from the first line of standard input (also the
-        /// case whenever standard input is not a terminal).
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Remove the stored session.
-    Logout,
-    /// Ask the daemon to send its queue to the server now.
-    Sync {
-        /// Wait until the queue is empty, with a progress bar.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = kitty_sync::sync::DEFAULT_TIMEOUT.as_secs())]
-        timeout: u64,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Look at the queue and at dead letters.
-    #[command(subcommand)]
-    Queue(QueueCommand),
-}
-
-#[derive(Subcommand)]
-enum QueueCommand {
-    /// The oldest queued events.
-    List {
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        limit: u32,
-        /// Print the socket API's answer as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Events the server rejected five times, set aside.
-    Dead {
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        limit: u32,
-        /// Print the socket API's answer as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Put every dead letter back into the queue.
-    RetryDead,
-}
-
-#[derive(Args)]
-struct EmitArgs {
-    /// One of the eight 028 event types (WPStatusChanged, WPCreated, ...), or another
-    /// PascalCase type with --aggregate-type and --aggregate-id (docs/DRAFTS.md).
-    #[arg(required_unless_present = "envelope", conflicts_with = "envelope")]
-    event_type: Option<String>,
-    /// The aggregate (wp_id, feature_slug, or "error"); derived from the payload when left out.
-    #[arg(long)]
-    aggregate_id: Option<String>,
-    /// The aggregate's type (WorkPackage, Mission, Project, ...); derived for the 028 types.
-    #[arg(long)]
-    aggregate_type: Option<String>,
-    /// The payload as a JSON object.
-    #[arg(long, conflicts_with = "payload_file", required_unless_present_any = ["payload_file", "envelope"])]
-    payload: Option<String>,
-    /// Read the payload from a file, or `-` for standard input.
-    #[arg(long, value_name = "PATH|-")]
-    payload_file: Option<String>,
-    #[arg(long)]
-    causation_id: Option<String>,
-    #[arg(long)]
-    project_uuid: Option<String>,
-    #[arg(long)]
-    project_slug: Option<String>,
-    /// Relay a complete envelope from a file, or `-` for standard input.
-    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["aggregate_id", "aggregate_type", "payload", "payload_file", "causation_id", "project_uuid", "project_slug"])]
-    envelope: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
-    /// The caller already asked the daemon and got no usable answer (REASON):
-    /// queue the event directly or spool it without asking again.
-    #[arg(long, value_name = "REASON", hide = true)]
-    skip_daemon: Option<String>,
-}
 
 const EX_DATAERR: u8 = 65;
 
@@ -145,6 +37,11 @@ fn main() -> ExitCode {
             kitty_sync::queue_cmd::dead(limit, json)
         }
         Command::Queue(QueueCommand::RetryDead) => kitty_sync::queue_cmd::retry_dead(),
+        Command::Tail { json, since_start } => {
+            kitty_sync::tail::main(kitty_sync::tail::TailOptions { json, since_start })
+        }
+        Command::Completions { shell } => kitty_sync::docs::print_completions::<Cli>(shell),
+        Command::Man => kitty_sync::docs::print_man::<Cli>(),
     }
 }
 
@@ -173,6 +70,15 @@ fn emit(args: EmitArgs) -> ExitCode {
                 println!("{}", serde_json::to_string(&emitted).expect("serialises"));
             } else {
                 println!("{}", emitted.event_id);
+            }
+            kitty_sync::staleness::after_emit(client.home(), &emitted);
+            if let Some((protocol, version)) = &emitted.daemon {
+                let daemon = kitty_sync::skew::Daemon {
+                    protocol: *protocol,
+                    version: Some(version),
+                    ..Default::default()
+                };
+                kitty_sync::skew::warn(client.home(), &daemon);
             }
             ExitCode::SUCCESS
         }

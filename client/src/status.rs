@@ -10,6 +10,9 @@ use crate::Client;
 
 /// Exit status when no daemon answers.
 pub const NOT_RUNNING: u8 = 3;
+/// Exit status when the daemon runs but delivery is stuck (events wait while
+/// the server needs a new login, or longer than `[sync] stale_after_secs`).
+pub const STUCK: u8 = 4;
 const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 
 pub fn main(json: bool) -> ExitCode {
@@ -37,21 +40,44 @@ pub fn main(json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let stuck = crate::staleness::Condition::of_status(&status);
+    let skew = status
+        .running
+        .then(|| {
+            crate::skew::describe(&crate::skew::Daemon {
+                protocol: status.protocol,
+                version: Some(&status.version),
+                pid: status.pid,
+                supervisor: status.supervisor.as_deref(),
+            })
+        })
+        .flatten();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("status serialises")
         );
     } else {
+        if let Some(s) = &skew {
+            println!(
+                "{}",
+                s.replacen("daemon needs restart", "DAEMON NEEDS RESTART", 1)
+            );
+        }
+        if let Some(c) = &stuck {
+            println!("DELIVERY STUCK: {}", c.describe(client.home()));
+        }
         print!("{}", render(&status));
         if let Some(why) = why {
             eprintln!("({why})");
         }
     }
-    if status.running {
-        ExitCode::SUCCESS
-    } else {
+    if !status.running {
         ExitCode::from(NOT_RUNNING)
+    } else if stuck.is_some() {
+        ExitCode::from(STUCK)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -95,8 +121,7 @@ pub fn start_hint() -> String {
             service::SYSTEMD_SERVICE
         )
     } else if plist.exists() {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = kitty_store::sys::uid();
         format!("launchctl bootstrap gui/{uid} {}", plist.display())
     } else if cfg!(target_os = "macos") {
         "kitty-syncd install (a LaunchAgent), or kitty-syncd run".into()

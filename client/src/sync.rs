@@ -224,6 +224,7 @@ mod tests {
             running: true,
             pid: Some(1),
             version: "0".into(),
+            protocol: kitty_proto::api::PROTOCOL,
             uptime_secs: Some(1),
             socket: String::new(),
             home: String::new(),
@@ -248,6 +249,7 @@ mod tests {
             refused: 0,
             uplink,
             writer: Default::default(),
+            health: None,
         }
     }
 

@@ -105,8 +105,9 @@ pub async fn call(
         .map_err(|_| TransportError::Timeout(deadline))?
 }
 
-/// Connects, and makes sure the listener is a process of this user.
-async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
+/// Connects, and makes sure the listener is a process of this user (also
+/// for `tail`, which streams instead of reading one answer).
+pub async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| match e.kind() {
@@ -119,8 +120,7 @@ async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
         .peer_cred()
         .map_err(|e| TransportError::Failed(format!("cannot tell who serves the socket: {e}")))?
         .uid();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let ours = unsafe { libc::geteuid() };
+    let ours = kitty_store::sys::euid();
     if peer != ours {
         return Err(TransportError::ForeignPeer {
             socket: socket.display().to_string(),

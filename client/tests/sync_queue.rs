@@ -44,6 +44,7 @@ fn status_of(f: &Fake) -> Status {
         running: true,
         pid: Some(1),
         version: "test".into(),
+        protocol: kitty_proto::api::PROTOCOL,
         uptime_secs: Some(1),
         socket: String::new(),
         home: String::new(),
@@ -68,6 +69,7 @@ fn status_of(f: &Fake) -> Status {
         refused: 0,
         uplink: f.uplink.clone(),
         writer: Default::default(),
+        health: None,
     }
 }
 

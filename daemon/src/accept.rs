@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use kitty_proto::VERSION;
-use kitty_proto::api::{ErrorBody, VERSION_HEADER};
+use kitty_proto::api::{ErrorBody, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -63,8 +63,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
+    let ours = kitty_store::sys::uid();
     let mut refusals = Throttle::default();
     let mut accept_errors = Throttle::default();
     let mut slot: Option<OwnedSemaphorePermit> = None;
@@ -205,7 +204,7 @@ async fn refuse(mut stream: UnixStream, _permit: OwnedSemaphorePermit) {
     let body = serde_json::to_vec(&body).expect("an ErrorBody serializes");
     let head = format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n{VERSION_HEADER}: {VERSION}\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n",
+         {PROTOCOL_HEADER}: {PROTOCOL}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSE_TIME, async {
@@ -263,29 +262,5 @@ impl Throttle {
 /// Lifts the soft limit on open descriptors to the hard one (on macOS, to
 /// OPEN_MAX when the hard limit is unlimited). Returns the limit now in force.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur >= lim.rlim_max {
-        return Ok(lim.rlim_cur);
-    }
-    let mut want = libc::rlimit {
-        rlim_cur: lim.rlim_max,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-        // macOS refuses an unlimited soft limit; OPEN_MAX is what it takes.
-        want.rlim_cur = want.rlim_max.min(10_240);
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(want.rlim_cur)
+    kitty_store::sys::raise_fd_limit()
 }

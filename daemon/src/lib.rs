@@ -7,9 +7,30 @@
 //! group-commit through the `kitty_store` ledger) → answer. Around them:
 //! [`startup`] claims the home and recovers the clock, [`spool`] queues what
 //! clients left while we were not answering, [`settings`] follows config.toml
-//! and credentials, and [`status`] reports all of it.
+//! and credentials, [`status`] reports all of it, and [`feed`] tells
+//! `kitty-sync tail` what happens as it happens.
+//!
+//! One line each:
+//! - [`accept`]: who gets a connection, and the descriptor limit.
+//! - [`cli`]: the command line's clap definitions (also for completions and man pages).
+//! - [`feed`]: the live event feed behind `GET /v1/feed`.
+//! - [`health`]: the delivery-health hint on each 202.
+//! - [`logging`]: tracing output in the form its destination expects.
+//! - [`server`]: the socket API's routes: read, validate, answer.
+//! - [`service`]: `install` and `uninstall` of the systemd or launchd service.
+//! - [`settings`]: config.toml and credentials, followed while running.
+//! - [`socket_guard`]: keeps our socket file in place, or stops us when it is taken.
+//! - [`spool`]: queues what clients spooled while we did not answer.
+//! - [`startup`]: claims the home, recovers the clock, runs until a signal.
+//! - [`status`]: the status report of the running daemon.
+//! - [`supervise`]: the service manager's notify protocol and socket activation.
+//! - [`uplink`]: delivers the queue to the server.
+//! - [`writer`]: stamps and group-commits through the ledger.
 
 pub mod accept;
+pub mod cli;
+pub mod feed;
+pub mod health;
 pub mod logging;
 pub mod server;
 pub mod service;

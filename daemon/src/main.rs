@@ -2,68 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kitty_proto::home::Home;
+use kitty_syncd::cli::{Cli, Command, ServiceArgs};
 use kitty_syncd::service;
-
-#[derive(Parser)]
-#[command(
-    name = "kitty-syncd",
-    version,
-    about = "Owns spec-kitty's Lamport clock and delivers its events"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground (as a service manager expects).
-    Run {
-        /// Log to this file, rotated daily (a week is kept), instead of stderr.
-        #[arg(long, value_name = "PATH")]
-        log_file: Option<std::path::PathBuf>,
-    },
-    /// Show what the daemon is doing (exit 3 when it does not answer).
-    Status {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Install and start the daemon as a systemd user service (Linux) or a
-    /// launchd agent (macOS).
-    Install(ServiceArgs),
-    /// Stop and remove the service; the queue and the clock stay.
-    Uninstall(ServiceArgs),
-    /// Print the version.
-    Version,
-}
-
-#[derive(clap::Args)]
-struct ServiceArgs {
-    /// A systemd user service (the default on Linux).
-    #[arg(long, conflicts_with = "launchd")]
-    systemd: bool,
-    /// A launchd agent (the default on macOS).
-    #[arg(long)]
-    launchd: bool,
-    /// Print what would be written and run, and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-}
-
-impl ServiceArgs {
-    fn kind(&self) -> service::Kind {
-        if self.systemd {
-            service::Kind::Systemd
-        } else if self.launchd {
-            service::Kind::Launchd
-        } else {
-            service::Kind::for_this_os()
-        }
-    }
-}
 
 /// sysexits.h: a configuration file is broken.
 const EX_CONFIG: u8 = 78;
@@ -82,6 +24,8 @@ fn main() -> ExitCode {
             println!("kitty-syncd {}", kitty_proto::VERSION);
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => kitty_sync::docs::print_completions::<Cli>(shell),
+        Command::Man => kitty_sync::docs::print_man::<Cli>(),
     }
 }
 
@@ -139,9 +83,10 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
         Err(e) => return fail(&e.to_string(), 1),
     };
     let kind = args.kind();
+    let extras = args.extras();
     if args.dry_run {
         let text = if install {
-            service::install_plan(kind, &ctx).map(|p| service::describe_install(&p))
+            service::install_plan(kind, &ctx, extras).map(|p| service::describe_install(&p))
         } else {
             Ok(service::describe_uninstall(&service::uninstall_plan(
                 kind, &ctx,
@@ -156,7 +101,7 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
         };
     }
     let done = if install {
-        service::install(kind, &ctx)
+        service::install(kind, &ctx, extras)
     } else {
         service::uninstall(kind, &ctx)
     };

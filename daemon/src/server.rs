@@ -5,6 +5,7 @@
 //!
 //! - `POST /v1/events`: one event or an array of up to 1,000 → 202 once committed.
 //! - `GET /v1/status`, `GET /v1/queue?limit=N`, `GET /v1/health`.
+//! - `GET /v1/feed`: what happens, as NDJSON (see [`crate::feed`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +19,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kitty_proto::api::{EmitResponse, ErrorBody, Health, QueueView, VERSION_HEADER};
+use kitty_proto::api::{
+    EmitResponse, ErrorBody, Health, PROTOCOL, PROTOCOL_HEADER, QueueView, VERSION_HEADER,
+};
 use kitty_proto::home::Home;
 use kitty_proto::{MAX_BODY_BYTES, VERSION, parse_events_request};
 use kitty_store::{CommitError, Job};
@@ -41,6 +44,7 @@ pub struct AppState {
     pub node_id: String,
     pub started: Instant,
     pub uplink: crate::uplink::UplinkShared,
+    pub health: crate::health::Cache,
 }
 
 /// The connecting process, from the kernel (SO_PEERCRED), not from anything it says.
@@ -62,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync", post(post_sync))
         .route("/v1/dead", get(get_dead))
         .route("/v1/dead/retry", post(post_dead_retry))
+        .route("/v1/feed", get(crate::feed::get_feed))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -97,13 +102,14 @@ async fn version_header(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     res.headers_mut()
         .insert(VERSION_HEADER, HeaderValue::from_static(VERSION));
+    res.headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL));
     res
 }
 
 /// A second line behind the check at accept: a request only runs for our user.
 async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    // SAFETY: getuid cannot fail.
-    let ours = unsafe { libc::getuid() };
+    let ours = kitty_store::sys::uid();
     if peer.uid == Some(ours) {
         return next.run(req).await;
     }
@@ -180,6 +186,8 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
                 status: "queued".into(),
                 events: accepted,
                 version: VERSION.into(),
+                protocol: PROTOCOL,
+                health: crate::health::hint(&state).await,
             };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
@@ -382,6 +390,7 @@ async fn get_health(State(state): State<AppState>) -> Response {
         ok: error.is_none(),
         pid: std::process::id(),
         version: VERSION.into(),
+        protocol: PROTOCOL,
         error,
     };
     (status, Json(body)).into_response()

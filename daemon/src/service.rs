@@ -1,8 +1,9 @@
 //! `kitty-syncd install` and `uninstall`: render the systemd user units or the
 //! launchd agent from the templates in `systemd/` and `launchd/` with this
 //! binary's real path and this user's home, write them, and have the service
-//! manager enable and start them. `--dry-run` prints exactly what would be
-//! written and run.
+//! manager enable and start them; with `--completions` and `--man`, also the
+//! shell completions and man pages of both binaries ([`kitty_sync::docs`]).
+//! `--dry-run` prints exactly what would be written and run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,6 +79,7 @@ pub struct Context {
     pub binary: PathBuf,
     pub user_home: PathBuf,
     pub xdg_config_home: Option<PathBuf>,
+    pub xdg_data_home: Option<PathBuf>,
     pub state: Home,
     pub socket: PathBuf,
     pub uid: u32,
@@ -100,19 +102,77 @@ impl Context {
             binary,
             user_home,
             xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
+            xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
             state,
             socket,
-            // SAFETY: getuid cannot fail.
-            uid: unsafe { libc::getuid() },
+            uid: kitty_store::sys::uid(),
         })
     }
 }
 
-/// Files to write (or remove) and commands to run, in order.
+/// Directories to create (0700), files to write (or remove) and commands to
+/// run, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    pub dirs: Vec<PathBuf>,
     pub files: Vec<(PathBuf, String)>,
+    /// Completions and man pages: written (or removed) with the files, and
+    /// named rather than shown in a dry run.
+    pub extras: Vec<Extra>,
     pub commands: Vec<Vec<String>>,
+}
+
+/// What to install besides the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub completions: bool,
+    pub man: bool,
+}
+
+impl Extras {
+    pub const ALL: Extras = Extras {
+        completions: true,
+        man: true,
+    };
+}
+
+/// One generated file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extra {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub what: String,
+}
+
+/// The completions and man pages of both binaries that `want` asks for.
+fn extra_files(ctx: &Context, want: Extras) -> Vec<Extra> {
+    use kitty_sync::docs::{self, Shell};
+    let commands = [
+        <kitty_sync::cli::Cli as clap::CommandFactory>::command(),
+        <crate::cli::Cli as clap::CommandFactory>::command(),
+    ];
+    let (data, config) = (ctx.xdg_data_home.as_deref(), ctx.xdg_config_home.as_deref());
+    let mut out = Vec::new();
+    for cmd in commands {
+        let bin = cmd.get_name().to_owned();
+        if want.completions {
+            for shell in Shell::ALL {
+                out.push(Extra {
+                    path: docs::completion_path(&ctx.user_home, data, config, shell, &bin),
+                    bytes: docs::completions(cmd.clone(), shell),
+                    what: format!("{} completions of {bin}", shell.name()),
+                });
+            }
+        }
+        if want.man {
+            out.push(Extra {
+                path: docs::man_path(&ctx.user_home, data, &bin),
+                bytes: docs::man(cmd.clone()),
+                what: format!("man page of {bin}"),
+            });
+        }
+    }
+    out
 }
 
 fn cmd(parts: &[&str]) -> Vec<String> {
@@ -140,6 +200,36 @@ fn systemd_path(p: &Path) -> Result<String, ServiceError> {
     Ok(s.replace('%', "%%"))
 }
 
+/// The directories `PrivateTmp=yes` replaces with empty private ones.
+const PRIVATE_TMP_DIRS: &[&str] = &["/tmp", "/var/tmp"];
+
+/// The first of `paths` that a private /tmp would hide from the service, with
+/// symlinks in its existing part resolved (`/tmp` may be reached by another name).
+fn under_tmp<'a>(paths: &[&'a Path]) -> Option<&'a Path> {
+    let hidden = |q: &Path| PRIVATE_TMP_DIRS.iter().any(|t| q.starts_with(t));
+    paths.iter().copied().find(|p| {
+        let real = p.ancestors().find_map(|a| {
+            let rest = p.strip_prefix(a).ok()?;
+            a.canonicalize().ok().map(|c| c.join(rest))
+        });
+        hidden(p) || real.is_some_and(|r| hidden(&r))
+    })
+}
+
+/// `PrivateTmp=yes`, or a comment saying why the unit goes without: with the
+/// state directory under /tmp, `ReadWritePaths=` names a path that does not
+/// exist in the private /tmp and the service fails with status 226/NAMESPACE.
+fn private_tmp_line(ctx: &Context) -> String {
+    match under_tmp(&[ctx.state.dir(), &ctx.socket, &ctx.binary]) {
+        None => "PrivateTmp=yes".into(),
+        Some(p) => format!(
+            "# PrivateTmp= left out: {} is under a directory it would hide.",
+            p.display()
+        )
+        .replace('%', "%%"),
+    }
+}
+
 fn xml_escape(p: &Path) -> String {
     p.to_string_lossy()
         .replace('&', "&amp;")
@@ -148,16 +238,26 @@ fn xml_escape(p: &Path) -> String {
         .replace('"', "&quot;")
 }
 
-pub fn install_plan(kind: Kind, ctx: &Context) -> Result<Plan, ServiceError> {
+pub fn install_plan(kind: Kind, ctx: &Context, extras: Extras) -> Result<Plan, ServiceError> {
+    let mut plan = service_plan(kind, ctx)?;
+    plan.extras = extra_files(ctx, extras);
+    Ok(plan)
+}
+
+fn service_plan(kind: Kind, ctx: &Context) -> Result<Plan, ServiceError> {
     match kind {
         Kind::Systemd => {
             let fill = |t: &str| -> Result<String, ServiceError> {
                 Ok(t.replace("@BINARY@", &systemd_path(&ctx.binary)?)
                     .replace("@STATE_DIR@", &systemd_path(ctx.state.dir())?)
-                    .replace("@SOCKET@", &systemd_path(&ctx.socket)?))
+                    .replace("@SOCKET@", &systemd_path(&ctx.socket)?)
+                    .replace("@PRIVATE_TMP@", &private_tmp_line(ctx)))
             };
             let dir = unit_dir(ctx);
             Ok(Plan {
+                // ReadWritePaths= must exist before the first start.
+                dirs: vec![ctx.state.dir().to_path_buf()],
+                extras: vec![],
                 files: vec![
                     (dir.join(SYSTEMD_SERVICE), fill(SERVICE_TEMPLATE)?),
                     (dir.join(SYSTEMD_SOCKET), fill(SOCKET_TEMPLATE)?),
@@ -187,6 +287,8 @@ pub fn install_plan(kind: Kind, ctx: &Context) -> Result<Plan, ServiceError> {
                 );
             let domain = format!("gui/{}", ctx.uid);
             Ok(Plan {
+                dirs: vec![names::launchd_log_dir(&ctx.user_home)],
+                extras: vec![],
                 commands: vec![cmd(&[
                     "launchctl",
                     "bootstrap",
@@ -199,11 +301,23 @@ pub fn install_plan(kind: Kind, ctx: &Context) -> Result<Plan, ServiceError> {
     }
 }
 
+/// Removes the service and whatever completions and man pages are there.
 pub fn uninstall_plan(kind: Kind, ctx: &Context) -> Plan {
+    let mut plan = uninstall_service_plan(kind, ctx);
+    plan.extras = extra_files(ctx, Extras::ALL)
+        .into_iter()
+        .map(|e| Extra { bytes: vec![], ..e })
+        .collect();
+    plan
+}
+
+fn uninstall_service_plan(kind: Kind, ctx: &Context) -> Plan {
     match kind {
         Kind::Systemd => {
             let dir = unit_dir(ctx);
             Plan {
+                dirs: vec![],
+                extras: vec![],
                 files: vec![
                     (dir.join(SYSTEMD_SERVICE), String::new()),
                     (dir.join(SYSTEMD_SOCKET), String::new()),
@@ -222,6 +336,8 @@ pub fn uninstall_plan(kind: Kind, ctx: &Context) -> Plan {
             }
         }
         Kind::Launchd => Plan {
+            dirs: vec![],
+            extras: vec![],
             files: vec![(names::launchd_plist(&ctx.user_home), String::new())],
             commands: vec![cmd(&[
                 "launchctl",
@@ -235,11 +351,22 @@ pub fn uninstall_plan(kind: Kind, ctx: &Context) -> Plan {
 /// The dry-run text: every file with its content, then every command.
 pub fn describe_install(plan: &Plan) -> String {
     let mut out = String::new();
+    for dir in &plan.dirs {
+        out.push_str(&format!("==> create {}\n", dir.display()));
+    }
     for (path, text) in &plan.files {
         out.push_str(&format!("==> write {}\n{text}", path.display()));
         if !text.ends_with('\n') {
             out.push('\n');
         }
+    }
+    for e in &plan.extras {
+        out.push_str(&format!(
+            "==> write {} ({}, {} bytes)\n",
+            e.path.display(),
+            e.what,
+            e.bytes.len()
+        ));
     }
     for c in &plan.commands {
         out.push_str(&format!("==> run {}\n", c.join(" ")));
@@ -255,7 +382,25 @@ pub fn describe_uninstall(plan: &Plan) -> String {
     for (path, _) in &plan.files {
         out.push_str(&format!("==> remove {}\n", path.display()));
     }
+    for e in &plan.extras {
+        out.push_str(&format!("==> remove {} (if there)\n", e.path.display()));
+    }
     out
+}
+
+/// A completion script or man page: its directory made as the shell expects
+/// it (mode 0755 by the umask: nothing secret), the file replaced whole.
+fn write_extra(e: &Extra) -> Result<(), ServiceError> {
+    let io = |what, path: &Path| {
+        let path = path.display().to_string();
+        move |source| ServiceError::Io { what, path, source }
+    };
+    if let Some(dir) = e.path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    }
+    let tmp = e.path.with_extension("kitty-tmp");
+    std::fs::write(&tmp, &e.bytes).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &e.path).map_err(io("write", &e.path))
 }
 
 fn require_tool(kind: Kind, verb: &'static str) -> Result<(), ServiceError> {
@@ -291,14 +436,13 @@ fn run(c: &[String]) -> Result<(), ServiceError> {
     })
 }
 
-pub fn install(kind: Kind, ctx: &Context) -> Result<String, ServiceError> {
-    let plan = install_plan(kind, ctx)?;
+pub fn install(kind: Kind, ctx: &Context, extras: Extras) -> Result<String, ServiceError> {
+    let plan = install_plan(kind, ctx, extras)?;
     require_tool(kind, "enabled")?;
-    if kind == Kind::Launchd {
-        let logs = names::launchd_log_dir(&ctx.user_home);
-        std::fs::create_dir_all(&logs).map_err(|source| ServiceError::Io {
+    for dir in &plan.dirs {
+        kitty_store::fsutil::ensure_private_dir(dir).map_err(|source| ServiceError::Io {
             what: "create",
-            path: logs.display().to_string(),
+            path: dir.display().to_string(),
             source,
         })?;
     }
@@ -315,6 +459,9 @@ pub fn install(kind: Kind, ctx: &Context) -> Result<String, ServiceError> {
             path: path.display().to_string(),
             source,
         })?;
+    }
+    for e in &plan.extras {
+        write_extra(e)?;
     }
     if kind == Kind::Launchd {
         // A loaded agent refuses a second bootstrap; unload it first, and
@@ -338,7 +485,8 @@ pub fn uninstall(kind: Kind, ctx: &Context) -> Result<String, ServiceError> {
             failures.push(e.to_string());
         }
     }
-    for (path, _) in &plan.files {
+    let extras = plan.extras.iter().map(|e| &e.path);
+    for path in plan.files.iter().map(|(p, _)| p).chain(extras) {
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -369,6 +517,7 @@ mod tests {
             binary: PathBuf::from("/opt/kitty/bin/kitty-syncd"),
             user_home: dir.to_path_buf(),
             xdg_config_home: None,
+            xdg_data_home: None,
             state: Home::new(dir.join(".spec-kitty")),
             socket: dir.join(".spec-kitty/kitty-syncd.sock"),
             uid: 501,
@@ -377,7 +526,12 @@ mod tests {
 
     #[test]
     fn systemd_units_are_filled() {
-        let plan = install_plan(Kind::Systemd, &ctx(Path::new("/home/al%ice"))).unwrap();
+        let plan = install_plan(
+            Kind::Systemd,
+            &ctx(Path::new("/home/al%ice")),
+            Extras::default(),
+        )
+        .unwrap();
         let (path, service) = &plan.files[0];
         assert_eq!(
             path,
@@ -385,7 +539,9 @@ mod tests {
         );
         assert!(service.contains("ExecStart=/opt/kitty/bin/kitty-syncd run"));
         assert!(service.contains("ReadWritePaths=/home/al%%ice/.spec-kitty"));
+        assert!(service.contains("\nPrivateTmp=yes\n"), "{service}");
         assert!(!service.contains('@'), "{service}");
+        assert_eq!(plan.dirs, vec![PathBuf::from("/home/al%ice/.spec-kitty")]);
         assert!(
             plan.files[1]
                 .1
@@ -394,14 +550,98 @@ mod tests {
     }
 
     #[test]
+    fn a_state_dir_socket_or_binary_under_tmp_gets_no_private_tmp() {
+        let directives = |c: &Context| -> Vec<String> {
+            let plan = install_plan(Kind::Systemd, c, Extras::default()).unwrap();
+            plan.files[0]
+                .1
+                .lines()
+                .filter(|l| l.starts_with("PrivateTmp"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut c = ctx(Path::new("/home/alice"));
+        assert_eq!(directives(&c), vec!["PrivateTmp=yes"]);
+        c.state = Home::new(PathBuf::from("/tmp/kitty-state"));
+        assert!(directives(&c).is_empty());
+        let service = &install_plan(Kind::Systemd, &c, Extras::default())
+            .unwrap()
+            .files[0]
+            .1;
+        assert!(service.contains("/tmp/kitty-state is under"), "{service}");
+        let mut c = ctx(Path::new("/home/alice"));
+        c.socket = PathBuf::from("/var/tmp/k.sock");
+        assert!(directives(&c).is_empty());
+        let mut c = ctx(Path::new("/home/alice"));
+        c.binary = PathBuf::from("/tmp/bin/kitty-syncd");
+        assert!(directives(&c).is_empty());
+        // A name that merely begins with "tmp" is not under /tmp.
+        c.binary = PathBuf::from("/tmpfoo/kitty-syncd");
+        assert_eq!(directives(&c), vec!["PrivateTmp=yes"]);
+    }
+
+    #[test]
+    fn completions_and_man_pages_of_both_binaries_go_where_the_shells_look() {
+        let mut c = ctx(Path::new("/home/alice"));
+        c.xdg_data_home = Some(PathBuf::from("/data"));
+        let plan = install_plan(Kind::Systemd, &c, Extras::ALL).unwrap();
+        let paths: Vec<String> = plan
+            .extras
+            .iter()
+            .map(|e| e.path.display().to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/data/bash-completion/completions/kitty-sync",
+                "/data/zsh/site-functions/_kitty-sync",
+                "/home/alice/.config/fish/completions/kitty-sync.fish",
+                "/data/man/man1/kitty-sync.1",
+                "/data/bash-completion/completions/kitty-syncd",
+                "/data/zsh/site-functions/_kitty-syncd",
+                "/home/alice/.config/fish/completions/kitty-syncd.fish",
+                "/data/man/man1/kitty-syncd.1",
+            ]
+        );
+        assert!(plan.extras.iter().all(|e| !e.bytes.is_empty()));
+        let only_man = install_plan(
+            Kind::Systemd,
+            &c,
+            Extras {
+                completions: false,
+                man: true,
+            },
+        );
+        assert_eq!(only_man.unwrap().extras.len(), 2);
+        assert!(
+            install_plan(Kind::Systemd, &c, Extras::default())
+                .unwrap()
+                .extras
+                .is_empty()
+        );
+        // Uninstall takes away whatever of them is there.
+        assert_eq!(uninstall_plan(Kind::Systemd, &c).extras.len(), 8);
+    }
+
+    #[test]
     fn unsafe_paths_are_refused() {
-        let err = install_plan(Kind::Systemd, &ctx(Path::new("/home/a b"))).unwrap_err();
+        let err = install_plan(
+            Kind::Systemd,
+            &ctx(Path::new("/home/a b")),
+            Extras::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("spaces"), "{err}");
     }
 
     #[test]
     fn plist_is_valid_xml_with_every_key() {
-        let plan = install_plan(Kind::Launchd, &ctx(Path::new("/Users/a&b"))).unwrap();
+        let plan = install_plan(
+            Kind::Launchd,
+            &ctx(Path::new("/Users/a&b")),
+            Extras::default(),
+        )
+        .unwrap();
         let (path, text) = &plan.files[0];
         assert_eq!(
             path,

@@ -129,10 +129,17 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         .ok();
     let (clock_tx, clock_rx) = watch::channel(ledger.clock());
     let (committed_tx, committed_rx) = watch::channel(());
-    let (writer, writer_task) =
-        crate::writer::spawn(ledger, settings_rx.clone(), clock_tx, committed_tx);
+    let feed = crate::feed::Feed::new(shutdown_rx.clone());
+    let (writer, writer_task) = crate::writer::spawn(
+        ledger,
+        settings_rx.clone(),
+        clock_tx,
+        committed_tx,
+        feed.clone(),
+    );
     let uplink_shared =
-        crate::uplink::UplinkShared::new(crate::uplink::initial_state(&settings_rx.borrow()));
+        crate::uplink::UplinkShared::new(crate::uplink::initial_state(&settings_rx.borrow()))
+            .with_feed(feed);
     let mut uplink = crate::uplink::spawn(crate::uplink::UplinkCtx {
         home: home.clone(),
         settings: settings_rx.clone(),
@@ -157,6 +164,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
         node_id,
         started,
         uplink: uplink_shared,
+        health: Default::default(),
     };
     let mut stop_rx = shutdown_rx.clone();
     let mut server = tokio::spawn(server::serve(

@@ -33,5 +33,6 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
         consecutive_failures: writer.consecutive_failures,
         last_commit_at: at(writer.last_commit_at),
     };
+    status.health = Some(crate::health::of_status(&status, &settings.config));
     Ok(status)
 }

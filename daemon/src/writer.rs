@@ -114,6 +114,7 @@ pub fn spawn(
     settings: SettingsRx,
     clock: watch::Sender<u64>,
     committed: watch::Sender<()>,
+    feed: crate::feed::Feed,
 ) -> (WriterHandle, tokio::task::JoinHandle<Ledger>) {
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let (health_tx, health) = watch::channel(WriterHealth::default());
@@ -178,6 +179,7 @@ pub fn spawn(
             let current: Arc<_> = settings.borrow().clone();
             ledger.set_max_queue_size(current.config.max_queue_size);
             let results = ledger.commit(&jobs, current.team_slug()).await;
+            feed.committed(&jobs, &results);
             clock.send_if_modified(|v| std::mem::replace(v, ledger.clock()) != ledger.clock());
             if !jobs.is_empty() {
                 let _ = committed.send(());

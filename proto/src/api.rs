@@ -6,6 +6,8 @@ use serde_json::Value;
 
 /// Header carried by every answer of the socket API.
 pub const VERSION_HEADER: &str = "x-kitty-syncd-version";
+/// Header carried by every answer: the daemon's [`PROTOCOL`].
+pub const PROTOCOL_HEADER: &str = "x-kitty-syncd-protocol";
 
 /// `202` to `POST /v1/events`: every event is committed to queue.db.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,57 @@ pub struct EmitResponse {
     pub status: String,
     pub events: Vec<Accepted>,
     pub version: String,
+    /// The daemon's [`PROTOCOL`].
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
+    /// Whether what was just queued is on its way; absent from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<DeliveryHealth>,
+}
+
+/// Whether queued events are getting to the server: carried by the 202 of
+/// `POST /v1/events` (so `emit` needs no second request) and by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryHealth {
+    /// The connection state (`Connected`, ..., `AuthRequired`).
+    pub state: String,
+    /// Events waiting in the queue.
+    pub depth: u64,
+    /// Age of the oldest of them, seconds.
+    pub oldest_age_secs: Option<u64>,
+    /// `[sync] stale_after_secs`: older than this is stuck (0: never).
+    pub stale_after_secs: u64,
+}
+
+/// Why delivery is stuck.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stuck {
+    /// The server refused the session: nothing goes out until a new login.
+    AuthRequired,
+    /// The oldest waiting event is older than the threshold.
+    Old { age_secs: u64, threshold_secs: u64 },
+}
+
+impl DeliveryHealth {
+    /// Stuck = events wait and either the session is over or the oldest of
+    /// them has waited longer than `stale_after_secs`.
+    pub fn stuck(&self) -> Option<Stuck> {
+        if self.depth == 0 {
+            return None;
+        }
+        if self.state == "AuthRequired" {
+            return Some(Stuck::AuthRequired);
+        }
+        match self.oldest_age_secs {
+            Some(age) if self.stale_after_secs > 0 && age > self.stale_after_secs => {
+                Some(Stuck::Old {
+                    age_secs: age,
+                    threshold_secs: self.stale_after_secs,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +103,8 @@ pub struct Health {
     pub ok: bool,
     pub pid: u32,
     pub version: String,
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     /// Why the daemon is not healthy (503), e.g. its last commit failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -82,6 +137,9 @@ pub struct Status {
     pub running: bool,
     pub pid: Option<u32>,
     pub version: String,
+    /// The [`PROTOCOL`] of whoever built this report.
+    #[serde(default = "protocol_unnumbered")]
+    pub protocol: u32,
     pub uptime_secs: Option<u64>,
     pub socket: String,
     pub home: String,
@@ -113,6 +171,9 @@ pub struct Status {
     /// Delivery to the server.
     #[serde(default)]
     pub uplink: UplinkStatus,
+    /// Whether delivery is stuck (a running daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<DeliveryHealth>,
     /// How the daemon's commits to queue.db go.
     #[serde(default)]
     pub writer: WriterStatus,
@@ -245,4 +306,153 @@ pub struct TypeCount {
 pub struct ClockStatus {
     pub value: u64,
     pub node_id: String,
+}
+
+/// The socket API's protocol: raised whenever a request or an answer changes
+/// in a way an older client or daemon would misread. A client that finds
+/// another number in an answer says the daemon needs a restart.
+pub const PROTOCOL: u32 = 2;
+/// What a daemon from before protocol numbers speaks (its answers carry none).
+pub const PROTOCOL_UNNUMBERED: u32 = 1;
+
+fn protocol_unnumbered() -> u32 {
+    PROTOCOL_UNNUMBERED
+}
+
+/// One line of `GET /v1/feed` (NDJSON: one JSON object per line, as things
+/// happen): `{"at": "...", "kind": "...", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedLine {
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// Its place among everything this daemon has published since it started
+    /// (1, 2, ...); `after=<seq>` asks for what came later. Lines about one
+    /// reader only (`hello`, `missed`, `reconnect`, `stopping`) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub event: FeedEvent,
+}
+
+/// What a feed line reports, by its `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedEvent {
+    /// The first line of every feed.
+    Hello {
+        version: String,
+        #[serde(default = "protocol_unnumbered")]
+        protocol: u32,
+        pid: u32,
+        /// The connection state right now.
+        state: String,
+        /// The seq of the last line published before this feed began.
+        #[serde(default)]
+        last_seq: u64,
+    },
+    /// An event committed to queue.db by the daemon.
+    Committed {
+        event_id: String,
+        event_type: String,
+        aggregate_id: String,
+        lamport_clock: u64,
+        /// How it came in: `daemon` (a socket request) or `spool`.
+        path: String,
+        /// The event_id was already queued; nothing new was stored.
+        #[serde(default)]
+        duplicate: bool,
+    },
+    /// The server confirmed an event: `status` is `accepted` or `duplicate`.
+    Confirmed {
+        event_id: String,
+        status: String,
+        /// `websocket` (an ack) or `batch` (a batch result).
+        via: String,
+    },
+    /// The server (or, for unreadable stored data, the daemon) refused an event;
+    /// it stays queued until its fifth rejection.
+    Rejected {
+        event_id: String,
+        error: String,
+        /// `websocket`, `batch`, or `daemon`.
+        via: String,
+    },
+    /// An event moved to `dead_letter` after its fifth rejection.
+    Dead { event_id: String },
+    /// The connection state changed.
+    State {
+        state: String,
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// This reader fell behind (or, first thing with `since_start`, the
+    /// history no longer holds them): this many lines were not sent to it.
+    Missed { missed: u64 },
+    /// This response ends here (a connection lives at most a minute); ask
+    /// again with `after=<the last seq read>` to go on without a gap.
+    Reconnect,
+    /// The daemon is shutting down; the feed ends after this line.
+    Stopping,
+    /// A kind this build does not know (from a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuck_means_events_wait_without_a_session_or_too_long() {
+        let h = |state: &str, depth, age| DeliveryHealth {
+            state: state.into(),
+            depth,
+            oldest_age_secs: age,
+            stale_after_secs: 3600,
+        };
+        assert_eq!(h("Connected", 3, Some(10)).stuck(), None);
+        assert_eq!(h("AuthRequired", 0, None).stuck(), None, "nothing waits");
+        assert_eq!(
+            h("AuthRequired", 1, Some(0)).stuck(),
+            Some(Stuck::AuthRequired)
+        );
+        assert_eq!(h("Connected", 5, Some(3600)).stuck(), None);
+        assert_eq!(
+            h("Reconnecting", 5, Some(3601)).stuck(),
+            Some(Stuck::Old {
+                age_secs: 3601,
+                threshold_secs: 3600
+            })
+        );
+        let off = DeliveryHealth {
+            stale_after_secs: 0,
+            ..h("Offline", 5, Some(99_999))
+        };
+        assert_eq!(off.stuck(), None, "0 turns the age check off");
+    }
+
+    #[test]
+    fn feed_lines_are_flat_objects_tagged_by_kind() {
+        let line = FeedLine {
+            at: "2026-02-04T13:47:09.123456+00:00".into(),
+            seq: Some(7),
+            event: FeedEvent::Confirmed {
+                event_id: "01J0".into(),
+                status: "duplicate".into(),
+                via: "batch".into(),
+            },
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            text,
+            r#"{"at":"2026-02-04T13:47:09.123456+00:00","seq":7,"kind":"confirmed","event_id":"01J0","status":"duplicate","via":"batch"}"#
+        );
+        assert_eq!(serde_json::from_str::<FeedLine>(&text).unwrap(), line);
+        let stopping: FeedLine = serde_json::from_str(r#"{"at":"t","kind":"stopping"}"#).unwrap();
+        assert_eq!((stopping.seq, stopping.event), (None, FeedEvent::Stopping));
+        // A newer daemon's kind is read, not refused.
+        let newer: FeedLine =
+            serde_json::from_str(r#"{"at":"t","kind":"something_new","x":1}"#).unwrap();
+        assert_eq!(newer.event, FeedEvent::Unknown);
+    }
 }

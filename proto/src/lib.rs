@@ -10,6 +10,9 @@
 //! - [`request`]: parsing a `POST /v1/events` body into validated submissions.
 //! - [`unique_keys`]: finding a key one JSON object repeats.
 //! - [`api`]: the JSON shapes of the socket API's answers.
+//! - [`home`]: where `<home>` is and the files in it.
+//! - [`service`]: where the systemd and launchd service files live and their names.
+//! - [`session`]: a login session's tokens and when they expire.
 
 pub mod api;
 pub mod draft;

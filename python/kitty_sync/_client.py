@@ -120,6 +120,8 @@ class Client:
         try:
             answer = _wire.call(self.socket_path, "POST", "/v1/events", text.encode("utf-8"), self.daemon_timeout)
         except _wire.Unreachable as e:
+            if e.foreign:
+                self._warn(f"{e}; not sent there")
             return self._fall_back(text, event_id, str(e))
         if answer.status == 202:
             accepted = _accepted(answer.body)

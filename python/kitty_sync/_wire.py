@@ -36,11 +36,14 @@ _NOT_LISTENING = {
 class Unreachable(Exception):
     """No usable answer. `running` is False when nothing listens at all (no
     socket, a stale one), True when something listens but did not answer
-    well (hung, garbage, a foreign peer)."""
+    well (hung, garbage, a foreign peer). `foreign` is True when the listener
+    runs as another user: a sign of an attack, which the caller reports every
+    time rather than in the hourly delivery warning."""
 
-    def __init__(self, message: str, *, running: bool) -> None:
+    def __init__(self, message: str, *, running: bool, foreign: bool = False) -> None:
         super().__init__(message)
         self.running = running
+        self.foreign = foreign
 
 
 class Answer:
@@ -96,6 +99,7 @@ def call(
                 f"the process listening on {path} runs as uid {uid}, not as us (uid {os.geteuid()}): "
                 "it is not our daemon",
                 running=True,
+                foreign=True,
             )
         payload = body or b""
         head = (

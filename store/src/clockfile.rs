@@ -328,9 +328,7 @@ mod tests {
     fn a_fifo_is_corrupt_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("clock.json");
-        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&p);
         match read(&p) {
             ClockFile::Corrupt(why) => assert!(why.contains("FIFO"), "{why}"),
             other => panic!("{other:?}"),

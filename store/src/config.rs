@@ -1,4 +1,4 @@
-//! config.toml: `[sync] server_url` and `max_queue_size`. Other tables belong
+//! config.toml: `[sync] server_url`, `max_queue_size` and the rest below. Other tables belong
 //! to other tools; we read what we need and never write this file.
 
 use std::path::Path;
@@ -9,6 +9,8 @@ pub const DEFAULT_MAX_QUEUE_SIZE: u64 = 10_000;
 pub const DEFAULT_BATCH_INTERVAL_SECS: u64 = 5;
 /// The design's periodic flush: every 5 minutes.
 pub const DEFAULT_FLUSH_INTERVAL_SECS: u64 = 300;
+/// Events waiting longer than this make `emit` and `status` warn: an hour.
+pub const DEFAULT_STALE_AFTER_SECS: u64 = 3600;
 /// A ceiling on the cap, so a typo cannot ask for a queue that fills the disk.
 pub const MAX_MAX_QUEUE_SIZE: u64 = 10_000_000;
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -23,6 +25,8 @@ pub struct Config {
     pub flush_interval_secs: u64,
     /// The `[daemon] log` filter, e.g. `"info,kitty_syncd=debug"`, if set.
     pub log_filter: Option<String>,
+    /// An event waiting this long means delivery is stuck (`[sync] stale_after_secs`; 0 = never).
+    pub stale_after_secs: u64,
 }
 
 impl Default for Config {
@@ -33,6 +37,7 @@ impl Default for Config {
             batch_interval_secs: DEFAULT_BATCH_INTERVAL_SECS,
             flush_interval_secs: DEFAULT_FLUSH_INTERVAL_SECS,
             log_filter: None,
+            stale_after_secs: DEFAULT_STALE_AFTER_SECS,
         }
     }
 }
@@ -111,6 +116,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
         if let Some(n) = seconds("flush_interval_secs", 1..=86_400)? {
             config.flush_interval_secs = n;
         }
+        if let Some(n) = seconds("stale_after_secs", 0..=31_536_000)? {
+            config.stale_after_secs = n;
+        }
     }
     if let Some(daemon) = table.get("daemon") {
         let daemon = daemon.as_table().ok_or("[daemon] must be a table")?;
@@ -138,6 +146,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.server_url, "http://127.0.0.1:9");
         assert_eq!(c.max_queue_size, 5);
+        assert_eq!(c.stale_after_secs, DEFAULT_STALE_AFTER_SECS);
+        assert_eq!(
+            parse("[sync]\nstale_after_secs = 60")
+                .unwrap()
+                .stale_after_secs,
+            60
+        );
     }
 
     #[test]
@@ -152,6 +167,7 @@ mod tests {
             ("[sync]\nserver_url = 3", "server_url"),
             ("[sync]\nbatch_interval_secs = -1", "batch_interval_secs"),
             ("[sync]\nflush_interval_secs = 0", "flush_interval_secs"),
+            ("[sync]\nstale_after_secs = -5", "stale_after_secs"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");
@@ -171,9 +187,7 @@ mod tests {
     fn a_fifo_or_an_oversized_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&p);
         let e = load(&p).unwrap_err();
         assert!(e.reason.contains("FIFO"), "{e}");
         std::fs::remove_file(&p).unwrap();

@@ -218,9 +218,7 @@ mod tests {
     async fn a_fifo_or_a_symlink_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("queue.db");
-        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&p);
         let e = open_existing(&p).await.unwrap_err();
         assert!(e.to_string().contains("FIFO"), "{e}");
         let e = open_writer(&p, BUSY_TIMEOUT).await.unwrap_err();

@@ -61,8 +61,7 @@ pub enum Symlinks {
 
 /// The effective uid: the owner every file we trust must have.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    crate::sys::euid()
 }
 
 /// A name for the type of a file that is not a regular one.
@@ -370,9 +369,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn mkfifo(p: &Path) {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(p);
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -6,8 +6,16 @@
 //! - [`queue`]: reading the queue: depth, statistics, the oldest rows.
 //! - [`ledger`]: the clock in memory and the group commit that stamps events and
 //!   writes them, with the clock's high-water mark, in one transaction.
+//! - [`outbox`]: the uplink's side of queue.db: what to send next, what was delivered.
+//! - [`report`]: the status report, the same from the daemon or straight from disk.
 //! - [`clockfile`]: clock.json, the checkpoint for people and older tools.
-//! - [`node_id`], [`lock`], [`spool`], [`config`], [`credentials`], [`fsutil`].
+//! - [`node_id`]: the node id, from the host and user names.
+//! - [`lock`]: the flock files that say who may stamp and who is the daemon.
+//! - [`spool`]: events a client left for a daemon that did not answer in time.
+//! - [`config`]: config.toml, read and validated.
+//! - [`credentials`]: the credentials file the spec-kitty CLI shares with us.
+//! - [`sys`]: the libc calls of the daemon and the client, the only `unsafe` code.
+//! - [`fsutil`]: opening and creating files in `<home>` that nothing planted can subvert.
 
 pub mod clockfile;
 pub mod config;
@@ -21,6 +29,7 @@ pub mod outbox;
 pub mod queue;
 pub mod report;
 pub mod spool;
+pub mod sys;
 
 pub use ledger::{CommitError, Job, Ledger};
 

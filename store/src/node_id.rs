@@ -14,15 +14,7 @@ pub fn from_parts(host: &str, user: &str) -> String {
 
 /// `socket.gethostname()`.
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it or truncates, and we stop at the first NUL either way.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::sys::hostname().unwrap_or_else(|| "localhost".into())
 }
 
 /// `getpass.getuser()`: LOGNAME, USER, LNAME, USERNAME, then the password database.
@@ -32,29 +24,7 @@ fn username() -> String {
             return v.to_string_lossy().into_owned();
         }
     }
-    passwd_name().unwrap_or_else(|| unsafe { libc::getuid() }.to_string())
-}
-
-fn passwd_name() -> Option<String> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0u8; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers reference live, correctly sized buffers; on success
-    // pw_name points into `buf`, which outlives the read below.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::getuid(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    crate::sys::passwd_name().unwrap_or_else(|| crate::sys::uid().to_string())
 }
 
 /// A stored node id is usable when non-empty and free of control characters.

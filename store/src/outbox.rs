@@ -72,6 +72,8 @@ pub struct Applied {
     pub rejected: u64,
     /// Rows moved to `dead_letter`.
     pub dead: u64,
+    /// Their event_ids.
+    pub dead_ids: Vec<String>,
 }
 
 /// Applies the verdicts in one transaction. Verdicts about rows no longer in
@@ -128,6 +130,7 @@ pub async fn apply(
                 .await
                 .map_err(StoreError::db("cannot move an event to dead_letter"))?;
             applied.dead += 1;
+            applied.dead_ids.push(event_id.clone());
         }
     }
     tx.commit()
@@ -282,12 +285,15 @@ mod tests {
                 delivered: 1,
                 duplicates: 1,
                 rejected: 1,
-                dead: 0
+                dead: 0,
+                dead_ids: vec![],
             }
         );
-        for _ in 0..4 {
+        for _ in 0..3 {
             apply(&mut c, &v[2..3]).await.unwrap();
         }
+        let fifth = apply(&mut c, &v[2..3]).await.unwrap();
+        assert_eq!(fifth.dead_ids, vec!["e2".to_string()]);
         assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 0);
         assert_eq!(dead_count(&mut c).await.unwrap(), 1);
         let dead = dead_list(&mut c, 10).await.unwrap();

@@ -16,6 +16,18 @@ pub async fn depth(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     Ok(n.max(0) as u64)
 }
 
+/// Depth and the enqueue time of the oldest row (epoch seconds), in one read.
+pub async fn depth_and_oldest(
+    conn: &mut SqliteConnection,
+) -> Result<(u64, Option<i64>), StoreError> {
+    let (n, oldest): (i64, Option<i64>) =
+        sqlx::query_as("SELECT COUNT(*), MIN(timestamp) FROM queue")
+            .fetch_one(conn)
+            .await
+            .map_err(StoreError::db("cannot read the queue's depth"))?;
+    Ok((n.max(0) as u64, oldest))
+}
+
 /// Depth, oldest age, retry distribution and the five commonest event types.
 pub async fn stats(
     conn: &mut SqliteConnection,

@@ -19,6 +19,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         running: false,
         pid: None,
         version: kitty_proto::VERSION.into(),
+        protocol: kitty_proto::api::PROTOCOL,
         uptime_secs: None,
         socket: socket.display().to_string(),
         home: home.dir().display().to_string(),
@@ -46,6 +47,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
             ..Default::default()
         },
         writer: Default::default(),
+        health: None,
     }
 }
 

@@ -319,9 +319,7 @@ mod tests {
         std::fs::write(spool.join(".json"), "{}").unwrap();
         std::fs::write(spool.join("notes.txt"), "hello").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", spool.join("link.json")).unwrap();
-        let fifo = std::ffi::CString::new(spool.join("fifo.json").to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&spool.join("fifo.json"));
         std::fs::write(spool.join(".x.json.1.2.tmp"), "in progress").unwrap();
         let stale = spool.join(".y.json.1.2.tmp");
         std::fs::write(&stale, "abandoned").unwrap();

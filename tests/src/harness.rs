@@ -30,6 +30,9 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::{AssertSqlSafe, Connection};
 
+pub mod follow;
+pub mod user_manager;
+
 /// The longest any single wait in a test may take before the test fails.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
@@ -52,6 +55,9 @@ pub const SERVICE_MANAGER_VARS: &[&str] = &[
 
 /// Exit code of `status` when no daemon answers.
 pub const EXIT_NOT_RUNNING: i32 = 3;
+/// Exit code of `status` when the daemon runs but delivery is stuck (events
+/// queued while it needs a login, or older than `[sync] stale_after_secs`).
+pub const EXIT_STUCK: i32 = 4;
 /// `kitty-sync emit`: invalid input.
 pub const EXIT_DATAERR: i32 = 65;
 /// `kitty-sync emit`: queue full.
@@ -86,12 +92,61 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `kitty-syncd`, rebuilt first if its sources changed (see [`fresh_binaries`]).
 pub fn daemon_bin() -> PathBuf {
+    fresh_binaries();
     binary("kitty-syncd")
 }
 
+/// `kitty-sync`, rebuilt first if its sources changed (see [`fresh_binaries`]).
 pub fn client_bin() -> PathBuf {
+    fresh_binaries();
     binary("kitty-sync")
+}
+
+/// `cargo test -p kitty-tests` builds only this package's binaries, so the
+/// daemon and client next to the test could be older than their sources: run
+/// `cargo build -p kitty-syncd -p kitty-sync` into the same target directory
+/// and profile once per test process (a no-op costs about a second).
+/// `KITTY_TESTS_NO_BUILD=1` skips it, for runs with binaries built elsewhere.
+fn fresh_binaries() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        if std::env::var_os("KITTY_TESTS_NO_BUILD").is_some_and(|v| v == "1") {
+            return;
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test> or target/<profile>/<bench>.
+        let mut profile_dir = exe.parent().expect("the executable has a directory");
+        if profile_dir.file_name().is_some_and(|n| n == "deps") {
+            profile_dir = profile_dir.parent().expect("deps has a parent");
+        }
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a profile directory");
+        // Cargo's directory for the dev profile is "debug", the profile "dev".
+        let profile = if profile == "debug" { "dev" } else { profile };
+        let target_dir = profile_dir.parent().expect("a target directory");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(&cargo)
+            .args(["build", "--quiet", "-p", "kitty-syncd", "-p", "kitty-sync"])
+            .args(["--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {cargo:?} build: {e}"));
+        if !out.status.success() {
+            panic!(
+                "cargo build -p kitty-syncd -p kitty-sync failed ({}), so the tests would run \
+                 stale binaries:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -367,9 +422,19 @@ impl Default for TestHome {
 impl TestHome {
     /// A fresh, empty home (`<root>/home`, mode 0700).
     pub fn new() -> Self {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh home whose root is a new directory in `dir` (for a home that
+    /// must not be under /tmp, e.g. for a unit with `PrivateTmp=yes`).
+    pub fn new_in(dir: &Path) -> Self {
+        // Build now, before a test starts any clock (a token's lifetime, an
+        // event's age), not at its first daemon or client.
+        fresh_binaries();
+        std::fs::create_dir_all(dir).expect("create the parent of a test home");
         let tmp = tempfile::Builder::new()
             .prefix("ks")
-            .tempdir()
+            .tempdir_in(dir)
             .expect("tempdir");
         let home = tmp.path().join("home");
         fs::create_dir(&home).expect("create home");

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,10 +66,44 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Resul
     }
 }
 
-/// A loopback port nothing listens on right now (bound, then released).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+/// A loopback port held by a bound socket that does not listen: connects to
+/// it are refused, and no other process can bind it while this lives. Hand it
+/// to [`SaasDev::start_on`] to bring a server up on exactly this port.
+pub struct ReservedPort {
+    socket: socket2::Socket,
+    port: u16,
+}
+
+impl ReservedPort {
+    pub fn new() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind 127.0.0.1:0");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("local_addr")
+            .port();
+        Self { socket, port }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -151,21 +186,53 @@ impl SaasDev {
     /// Starts the server on a free loopback port with extra `args` (flags of
     /// `kitty-saas-dev --help`); its stderr goes to `<log_dir>/saas-<n>.log`.
     pub fn start(log_dir: &Path, args: &[&str]) -> Self {
-        Self::spawn(log_dir, "127.0.0.1:0", args)
+        Self::spawn(log_dir, "127.0.0.1:0", None, args)
     }
 
-    /// Starts the server on `127.0.0.1:port` (e.g. a port the daemon has been
-    /// failing to reach).
-    pub fn start_on(log_dir: &Path, port: u16, args: &[&str]) -> Self {
-        Self::spawn(log_dir, &format!("127.0.0.1:{port}"), args)
+    /// Starts the server on a port reserved earlier (e.g. one the daemon has
+    /// been failing to reach): the socket starts listening here and is passed
+    /// to the server as fd 3, so the port never is free for anyone else.
+    pub fn start_on(log_dir: &Path, reserved: ReservedPort, args: &[&str]) -> Self {
+        reserved
+            .socket
+            .listen(1024)
+            .expect("listen on the reserved port");
+        let listener = TcpListener::from(reserved.socket);
+        Self::spawn(log_dir, "fd 3", Some(listener), args)
     }
 
-    fn spawn(log_dir: &Path, listen: &str, args: &[&str]) -> Self {
+    fn spawn(log_dir: &Path, listen: &str, inherit: Option<TcpListener>, args: &[&str]) -> Self {
         let n = SERVERS_STARTED.fetch_add(1, Ordering::SeqCst);
         let log = log_dir.join(format!("saas-{}-{n}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("server log");
         let mut cmd = Command::new(binary("kitty-saas-dev"));
-        cmd.args(["--listen", listen, "--memory"])
+        match &inherit {
+            Some(listener) => {
+                let fd = listener.as_raw_fd();
+                cmd.args(["--listen-fd", "3"]);
+                // SAFETY: only async-signal-safe calls between fork and exec;
+                // `inherit` outlives the spawn.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        // dup2 onto itself keeps close-on-exec, so clear it by hand then.
+                        let ok = if fd == 3 {
+                            libc::fcntl(3, libc::F_SETFD, 0) >= 0
+                        } else {
+                            libc::dup2(fd, 3) >= 0
+                        };
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
+                }
+            }
+            None => {
+                cmd.args(["--listen", listen]);
+            }
+        }
+        cmd.arg("--memory")
             .args(["--user", &format!("{USER}:{PASSWORD}:{TEAM}")])
             .args([
                 "--user",
@@ -180,6 +247,9 @@ impl SaasDev {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn kitty-saas-dev: {e}"));
+        // The server has its own copy now; ours would keep the port alive
+        // (queuing connects) after the server stops.
+        drop(inherit);
         let stdout = child.stdout.take().expect("stdout pipe");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -132,7 +132,8 @@ fn a_row_inserted_by_another_connection_is_seen() {
     assert_eq!(api.status().queue.depth, 3);
 
     let out = home.daemon_cmd(&["status", "--json"]);
-    out.assert_code(0);
+    // Queued and no session (staleness.rs): running, but delivery is stuck.
+    out.assert_code(EXIT_STUCK);
     let st: kitty_proto::api::Status = out.json();
     assert_eq!(st.queue.depth, 3);
 }

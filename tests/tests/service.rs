@@ -2,14 +2,16 @@
 //! verification, socket activation, readiness and watchdog notifications,
 //! graceful shutdown under load, reload, log targets.
 //!
-//! systemctl and launchctl cannot run here (no user service manager), so the
-//! install tests put recording stand-ins for them on PATH; everything else is
-//! the real daemon.
+//! The install tests here put recording stand-ins for systemctl and launchctl
+//! on PATH, to check exactly what is written and run; everything else is the
+//! real daemon. tests/systemd.rs runs the installed units under a real
+//! systemd user manager.
 
 use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,7 +41,8 @@ fn service_cmd(home: &TestHome, args: &[&str], path: &str) -> Output {
     cmd.args(args)
         .env("HOME", home.root())
         .env("PATH", path)
-        .env_remove("XDG_CONFIG_HOME");
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME");
     run_with_guard(cmd, None)
 }
 
@@ -55,6 +58,8 @@ fn parse_plan(text: &str) -> (Vec<(String, String)>, Vec<String>) {
             commands.push(c.to_owned());
         } else if let Some(p) = head.strip_prefix("remove ") {
             files.push((p.to_owned(), String::new()));
+        } else if head.starts_with("create ") {
+            // A directory made before the files; the tests check it by name.
         } else {
             panic!("unexpected plan line {head:?} in:\n{text}");
         }
@@ -75,6 +80,11 @@ fn systemd_install_writes_what_dry_run_shows_and_uninstall_keeps_the_queue() {
     dry.assert_code(0);
     let (files, commands) = parse_plan(&dry.stdout);
     assert_eq!(files.len(), 2, "{dry}");
+    assert!(
+        dry.stdout
+            .starts_with(&format!("==> create {}\n", home.path().display())),
+        "ReadWritePaths= must exist before the first start: {dry}"
+    );
     for (p, _) in &files {
         assert!(!Path::new(p).exists(), "--dry-run wrote {p}");
     }
@@ -139,6 +149,69 @@ fn systemd_install_writes_what_dry_run_shows_and_uninstall_keeps_the_queue() {
         b"not touched"
     );
     assert_eq!(home.clock_text(), before);
+}
+
+#[test]
+fn install_with_completions_and_man_writes_them_where_the_shells_look() {
+    let home = TestHome::new();
+    let calls = stub_tool(home.root(), "systemctl", 0);
+    let path = path_with(home.root());
+    let data = home.root().join(".local/share");
+    let fish = home.root().join(".config/fish/completions");
+    // (file, binary, arguments that print the same bytes)
+    let mut expected = Vec::new();
+    for (bin, exe) in [("kitty-sync", client_bin()), ("kitty-syncd", daemon_bin())] {
+        for (file, args) in [
+            (
+                data.join("bash-completion/completions").join(bin),
+                ["completions", "bash"],
+            ),
+            (
+                data.join("zsh/site-functions").join(format!("_{bin}")),
+                ["completions", "zsh"],
+            ),
+            (fish.join(format!("{bin}.fish")), ["completions", "fish"]),
+        ] {
+            expected.push((file, exe.clone(), args.to_vec()));
+        }
+        expected.push((data.join(format!("man/man1/{bin}.1")), exe, vec!["man"]));
+    }
+    let flags = ["install", "--systemd", "--completions", "--man"];
+    let dry = service_cmd(&home, &[&flags[..], &["--dry-run"]].concat(), &path);
+    dry.assert_code(0);
+    for (file, _, _) in &expected {
+        assert!(
+            dry.stdout
+                .contains(&format!("==> write {} (", file.display())),
+            "{}: {dry}",
+            file.display()
+        );
+        assert!(!file.exists(), "--dry-run wrote {}", file.display());
+    }
+    assert!(!calls.exists());
+
+    service_cmd(&home, &flags, &path).assert_code(0);
+    for (file, exe, args) in &expected {
+        let mut cmd = home.command(exe);
+        cmd.args(args);
+        let printed = run_with_guard(cmd, None);
+        printed.assert_code(0);
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap(),
+            printed.stdout,
+            "{} is what `{} {}` prints",
+            file.display(),
+            exe.display(),
+            args.join(" ")
+        );
+    }
+    // Without the flags, install writes none of them; uninstall removes them all.
+    service_cmd(&home, &["uninstall", "--systemd"], &path).assert_code(0);
+    for (file, _, _) in &expected {
+        assert!(!file.exists(), "{} still there", file.display());
+    }
+    service_cmd(&home, &["install", "--systemd"], &path).assert_code(0);
+    assert!(expected.iter().all(|(f, _, _)| !f.exists()));
 }
 
 #[test]
@@ -283,16 +356,18 @@ fn which(tool: &str) -> Option<PathBuf> {
 
 /// Socket activation the systemd way: the listening socket is fd 3, with
 /// LISTEN_FDS=1 and LISTEN_PID = the daemon's pid. A client that connected and
-/// sent its request before the daemon started is answered.
+/// sent its whole request before the daemon existed is answered on that very
+/// connection, which only a daemon serving the inherited socket can do (one
+/// that binds its own socket leaves it in the old listener's backlog).
 #[test]
 fn socket_activation_serves_a_client_that_connected_before_start() {
     let home = TestHome::new();
     let listener = UnixListener::bind(home.socket()).unwrap();
-    let early = std::thread::spawn({
-        let api = home.api();
-        move || api.get("/v1/health")
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    let mut early = UnixStream::connect(home.socket()).unwrap();
+    early
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    early.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let fd = listener.as_raw_fd();
     // `exec` keeps the shell's pid, so $$ is the daemon's pid, as LISTEN_PID must be.
     let mut cmd = home.command(Path::new("/bin/sh"));
@@ -320,14 +395,24 @@ fn socket_activation_serves_a_client_that_connected_before_start() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let answer = early.join().unwrap_or_else(|_| {
+    let log = || std::fs::read_to_string(home.root().join("activated.log")).unwrap_or_default();
+    let mut answer = String::new();
+    if let Err(e) = early.read_to_string(&mut answer) {
         panic!(
-            "the early client got no answer; daemon log:\n{}",
-            std::fs::read_to_string(home.root().join("activated.log")).unwrap_or_default()
-        )
-    });
-    answer.assert_status(200);
-    assert!(answer.text().contains("\"ok\":true"));
+            "the early client got no answer ({e}); daemon log:\n{}",
+            log()
+        );
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"ok\":true"),
+        "the early client's answer: {answer:?}; daemon log:\n{}",
+        log()
+    );
+    assert!(
+        log().contains("using the socket passed by the service manager"),
+        "the daemon says it took the listener from LISTEN_FDS:\n{}",
+        log()
+    );
     home.client_emit(
         "WPStatusChanged",
         &serde_json::json!({"wp_id":"WP01","previous_status":"planned","new_status":"doing"}),

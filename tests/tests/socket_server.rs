@@ -160,7 +160,9 @@ fn a_deleted_socket_is_bound_again() {
     api.emit(&status_draft(1));
     std::fs::remove_file(home.socket()).unwrap();
     wait_until("the socket to be back", DRAIN_GUARD, || health_ok(&api));
-    home.daemon_cmd(&["status", "--json"]).assert_code(0);
+    // It answers again; with an event queued and no session, delivery is stuck (4).
+    home.daemon_cmd(&["status", "--json"])
+        .assert_code(EXIT_STUCK);
     assert_eq!(api.emit(&status_draft(2)).lamport_clock, 2);
     assert!(
         d.log().contains("was deleted; listening there again"),

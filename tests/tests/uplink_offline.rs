@@ -16,8 +16,8 @@ const JWT_SECRET: &str = "uplink-offline-test-secret";
 fn offline_backlog_of_5000_is_delivered_once_in_batches_within_the_rate_limit() {
     const N: usize = 5000;
     let home = TestHome::new();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let port = ReservedPort::new();
+    let url = port.url();
     write_sync_config(&home, &url, 1, 300);
     {
         // Log in now, at a server that goes away again.
@@ -96,7 +96,8 @@ fn a_new_server_url_takes_effect_without_a_restart() {
     let home = TestHome::new();
     let server = SaasDev::start(home.root(), &[]);
     login(&home, &server.url(), USER, PASSWORD);
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let nowhere_port = ReservedPort::new();
+    let nowhere = nowhere_port.url();
     write_sync_config(&home, &nowhere, 1, 300);
     let d = home.start_daemon();
     let api = d.api();
@@ -117,5 +118,54 @@ fn a_new_server_url_takes_effect_without_a_restart() {
     let c = wait_delivered(&server, &home, N, DRAIN_GUARD);
     assert_eq!(c.events_stored, N, "{c:?}");
     assert_eq!(api.status().server_url, server.url());
+    d.stop_gracefully();
+}
+
+#[test]
+fn ten_refused_websocket_attempts_are_offline_batch_mode_until_one_succeeds() {
+    const N: u64 = 30;
+    let home = TestHome::new();
+    let server = SaasDev::start(home.root(), &["--ws-refuse-upgrade"]);
+    configure(&home, &server, 0, 300, true);
+    let d = home.start_daemon();
+    let api = d.api();
+
+    // `sync now` retries the WebSocket at once, so ten refusals take moments
+    // rather than the two minutes the backoff alone would.
+    let mut seen = Vec::new();
+    let up = wait_until("OfflineBatchMode", DRAIN_GUARD, || {
+        let up = api.uplink();
+        seen.push((up.consecutive_failures, up.state.clone()));
+        if up.state == "OfflineBatchMode" {
+            return Ok(up);
+        }
+        api.sync_now();
+        Err(format!("{up:?}"))
+    });
+    assert!(up.consecutive_failures >= 10, "{up:?}");
+    for (failures, state) in &seen {
+        let want = match failures {
+            0 => "Offline",
+            1..=9 => "Reconnecting",
+            _ => "OfflineBatchMode",
+        };
+        assert_eq!(state, want, "{failures} failed attempts: {seen:?}");
+    }
+    assert!(
+        seen.iter().any(|(f, _)| (1..=9).contains(f)),
+        "Reconnecting on the way: {seen:?}"
+    );
+
+    // Batches carry the queue meanwhile.
+    api.emit_many(N as usize, &|i| status_draft(i as u32));
+    let c = wait_delivered(&server, &home, N, DRAIN_GUARD);
+    assert_eq!((c.events_stored, c.ws_connections), (N, 0), "{c:?}");
+    assert_eq!(api.uplink().state, "OfflineBatchMode");
+
+    // One WebSocket that opens ends it.
+    server.set_faults(serde_json::json!({"ws_refuse_upgrade": false}));
+    api.sync_now();
+    let up = api.wait_state("Connected", DRAIN_GUARD);
+    assert_eq!(up.consecutive_failures, 0, "{up:?}");
     d.stop_gracefully();
 }

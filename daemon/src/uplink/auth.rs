@@ -1,8 +1,9 @@
-//! Tokens for the uplink: the access token from the credentials file, a
-//! refresh when it has expired or the server says 401, and the short-lived
-//! WebSocket token. Rotated tokens are written back to the credentials file
-//! (under `credentials.lock`, other tables kept) so the spec-kitty CLI sees
-//! them too. One task does all of this, so refreshes are single-flight.
+//! Tokens for the uplink: the access token from the credentials file, the
+//! refresh (the planner decides when: on a 401, or a token that has expired),
+//! and the short-lived WebSocket token. Rotated tokens are written back to the
+//! credentials file (under `credentials.lock`, other tables kept) so the
+//! spec-kitty CLI sees them too. One task does all of this, so refreshes are
+//! single-flight.
 
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub enum AuthError {
     /// The server refused the refresh token: only a new login helps.
     #[error("the session is over: {0}; log in again")]
     SessionOver(String),
+    /// The access token has expired, or the server refused it (401): a refresh may help.
+    #[error("the access token was refused or has expired")]
+    Unauthorized,
     /// Worth retrying later (network, 5xx, unreadable reply).
     #[error("{message}")]
     Transient { message: String, connect: bool },
@@ -51,7 +55,6 @@ pub struct Auth {
     /// every refresh token they replaced: while the file still holds one of
     /// those (each is dead, rotation spent it), ours are the live ones.
     fresh: Option<(Credentials, Vec<String>)>,
-    pub refreshes: u64,
 }
 
 impl Auth {
@@ -61,7 +64,6 @@ impl Auth {
             http,
             settings,
             fresh: None,
-            refreshes: 0,
         }
     }
 
@@ -91,20 +93,19 @@ impl Auth {
             .filter(|t| !t.trim().is_empty())
     }
 
-    /// A usable access token, refreshed first when it has expired.
-    pub async fn access(&mut self, target: &Target) -> Result<String, AuthError> {
+    /// The access token, unless it has expired (`Unauthorized`: refresh first).
+    pub fn access(&mut self) -> Result<String, AuthError> {
         let c = self.current().ok_or(AuthError::NotLoggedIn)?;
-        if let (Some(token), Some(exp)) = (&c.access, c.access_expires_at)
-            && exp > Utc::now() + EARLY
-            && !token.is_empty()
-        {
-            return Ok(token.clone());
+        match (&c.access, c.access_expires_at) {
+            (Some(token), Some(exp)) if exp > Utc::now() + EARLY && !token.is_empty() => {
+                Ok(token.clone())
+            }
+            _ => Err(AuthError::Unauthorized),
         }
-        self.refresh(target).await
     }
 
     /// Exchanges the refresh token for new tokens and stores them.
-    pub async fn refresh(&mut self, target: &Target) -> Result<String, AuthError> {
+    pub async fn refresh(&mut self, target: &Target) -> Result<(), AuthError> {
         let c = self.current().ok_or(AuthError::NotLoggedIn)?;
         let refresh = c
             .refresh
@@ -170,7 +171,6 @@ impl Auth {
             Ok(Err(e)) => tracing::warn!("refreshed, but cannot store the new tokens: {e}"),
             Err(e) => tracing::warn!("refreshed, but cannot store the new tokens: {e}"),
         }
-        self.refreshes += 1;
         tracing::info!("access token refreshed");
         let creds = Credentials {
             access: Some(s.access.clone()),
@@ -188,56 +188,49 @@ impl Auth {
             replaced.remove(0);
         }
         self.fresh = Some((creds, replaced));
-        Ok(s.access)
+        Ok(())
     }
 
-    /// A WebSocket token (`POST /api/v1/ws-token/`), refreshing once on 401.
+    /// A WebSocket token (`POST /api/v1/ws-token/`) for the access token.
     pub async fn ws_token(&mut self, target: &Target) -> Result<String, AuthError> {
-        let mut access = self.access(target).await?;
-        for attempt in 0..2 {
-            let res = self
-                .http
-                .post(target.url("/api/v1/ws-token/"))
-                .bearer_auth(&access)
-                .send()
-                .await
-                .map_err(AuthError::transient)?;
-            let status = res.status();
-            if let Some(message) = super::redirect::refused("ws-token", status, res.headers()) {
-                return Err(AuthError::Transient {
-                    message,
-                    connect: false,
-                });
-            }
-            let body = read_limited(res).await?;
-            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                access = self.refresh(target).await?;
-                continue;
-            }
-            if status != StatusCode::OK {
-                return Err(AuthError::Transient {
-                    message: format!("ws-token answered {status}"),
-                    connect: false,
-                });
-            }
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| AuthError::Transient {
-                    message: format!("unreadable ws-token reply: {e}"),
-                    connect: false,
-                })?;
-            return v
-                .get("ws_token")
-                .and_then(|t| t.as_str())
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .ok_or_else(|| AuthError::Transient {
-                    message: "ws-token reply has no ws_token".into(),
-                    connect: false,
-                });
+        let access = self.access()?;
+        let res = self
+            .http
+            .post(target.url("/api/v1/ws-token/"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .map_err(AuthError::transient)?;
+        let status = res.status();
+        if let Some(message) = super::redirect::refused("ws-token", status, res.headers()) {
+            return Err(AuthError::Transient {
+                message,
+                connect: false,
+            });
         }
-        Err(AuthError::SessionOver(
-            "the server refused a fresh token".into(),
-        ))
+        let body = read_limited(res).await?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(AuthError::Unauthorized);
+        }
+        if status != StatusCode::OK {
+            return Err(AuthError::Transient {
+                message: format!("ws-token answered {status}"),
+                connect: false,
+            });
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| AuthError::Transient {
+                message: format!("unreadable ws-token reply: {e}"),
+                connect: false,
+            })?;
+        v.get("ws_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| AuthError::Transient {
+                message: "ws-token reply has no ws_token".into(),
+                connect: false,
+            })
     }
 }
 

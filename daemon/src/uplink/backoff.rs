@@ -1,50 +1,36 @@
 //! Retry delays: 0.5 s doubling to 30 s (backon's exponential schedule), with
-//! ±1 s of jitter so that many clients do not retry in step.
+//! ±1 s of jitter so that many clients do not retry in step. Never gives up.
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBuilder};
 
-pub struct Backoff {
-    schedule: ExponentialBackoff,
-    pub failures: u32,
-}
+const MAX: Duration = Duration::from_secs(30);
 
-fn schedule() -> ExponentialBackoff {
-    ExponentialBuilder::new()
+/// The delay after `failures` failures in a row (1 for the first), with
+/// `jitter` seconds in [-1, 1) added. Never under 0.25 s.
+pub fn delay(failures: u32, jitter: f64) -> Duration {
+    // The schedule has reached its cap long before 32 steps.
+    let steps = failures.clamp(1, 32) as usize;
+    let base = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
+        .with_max_delay(MAX)
         .with_factor(2.0)
         .without_max_times()
         .build()
+        .nth(steps - 1)
+        .unwrap_or(MAX);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
+    Duration::from_secs_f64((base.as_secs_f64() + jitter).max(0.25))
 }
 
-impl Backoff {
-    pub fn new() -> Self {
-        Self {
-            schedule: schedule(),
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next attempt, counting one more failure.
-    pub fn fail(&mut self) -> Duration {
-        self.failures += 1;
-        let base = self.schedule.next().unwrap_or(Duration::from_secs(30));
-        let jitter: f64 = rand::random_range(-1.0..1.0);
-        Duration::from_secs_f64((base.as_secs_f64() + jitter).clamp(0.25, 31.0))
-    }
-
-    pub fn succeed(&mut self) {
-        self.schedule = schedule();
-        self.failures = 0;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The jitter of a running daemon: uniform in [-1, 1).
+pub fn random_jitter() -> f64 {
+    rand::random_range(-1.0..1.0)
 }
 
 #[cfg(test)]
@@ -52,15 +38,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grows_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let delays: Vec<Duration> = (0..12).map(|_| b.fail()).collect();
-        assert!(delays[0] <= Duration::from_millis(1500));
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(31)));
-        assert!(delays[11] >= Duration::from_secs(29));
-        assert_eq!(b.failures, 12);
-        b.succeed();
-        assert_eq!(b.failures, 0);
-        assert!(b.fail() <= Duration::from_millis(1500));
+    fn doubles_from_half_a_second_to_thirty_and_stays_there() {
+        let secs: Vec<f64> = (1..=12).map(|n| delay(n, 0.0).as_secs_f64()).collect();
+        assert_eq!(
+            secs,
+            [
+                0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0
+            ]
+        );
+        assert_eq!(delay(u32::MAX, 0.0), MAX, "never gives up, never overflows");
+    }
+
+    #[test]
+    fn jitter_stays_within_a_second() {
+        for n in 1..=20 {
+            let base = delay(n, 0.0).as_secs_f64();
+            for j in [-1.0, -0.5, 0.0, 0.5, 0.999] {
+                let d = delay(n, j).as_secs_f64();
+                assert!((d - base).abs() <= 1.0, "{n} failures, jitter {j}: {d}");
+                assert!(d >= 0.25, "{n} failures, jitter {j}: {d}");
+            }
+        }
+        assert_eq!(delay(3, 7.0), delay(3, 1.0), "a wild source is bounded");
+        assert_eq!(delay(3, f64::NAN), delay(3, 0.0));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -122,11 +122,12 @@ pub async fn post(
         },
     })?;
     let status = res.status();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after = retry_after(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        SystemTime::now(),
+    );
     if let Some(msg) = super::redirect::refused("the batch POST", status, res.headers()) {
         return Err(BatchError::Failed {
             message: msg,
@@ -138,11 +139,7 @@ pub async fn post(
         StatusCode::OK => {}
         StatusCode::UNAUTHORIZED => return Err(BatchError::Unauthorized),
         StatusCode::FORBIDDEN => return Err(BatchError::Forbidden(error_text(&reply))),
-        StatusCode::TOO_MANY_REQUESTS => {
-            // A missing or absurd Retry-After falls back to the design's 5 s, capped at an hour.
-            let secs = retry_after.unwrap_or(5).clamp(1, 3600);
-            return Err(BatchError::RateLimited(Duration::from_secs(secs)));
-        }
+        StatusCode::TOO_MANY_REQUESTS => return Err(BatchError::RateLimited(retry_after)),
         other => {
             return Err(BatchError::Failed {
                 message: format!("batch answered {other}: {}", error_text(&reply)),
@@ -173,6 +170,27 @@ pub async fn post(
     Ok(verdicts)
 }
 
+/// How long a 429 asks us to wait: `Retry-After` in seconds or as an HTTP
+/// date (RFC 9110 §10.2.3), read at `now`. Absent or unreadable, the design's
+/// 5 s; at least 1 s, at most an hour, whatever the server says.
+pub fn retry_after(header: Option<&str>, now: SystemTime) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(5);
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(3600);
+    let Some(value) = header.map(str::trim) else {
+        return DEFAULT;
+    };
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time".
+        value.parse::<u64>().map_or(MAX, Duration::from_secs)
+    } else if let Ok(at) = httpdate::parse_http_date(value) {
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    } else {
+        DEFAULT
+    };
+    wait.clamp(MIN, MAX)
+}
+
 /// The `error` (and `details`) of an error reply, short, for status and logs.
 fn error_text(body: &[u8]) -> String {
     let text = match serde_json::from_slice::<serde_json::Value>(body) {
@@ -190,6 +208,57 @@ fn error_text(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date_within_bounds() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(retry_after(Some("7"), now), secs(7));
+        assert_eq!(retry_after(Some(" 120 "), now), secs(120));
+        let in_30 = httpdate::fmt_http_date(now + secs(30));
+        assert_eq!(retry_after(Some(&in_30), now), secs(30), "{in_30}");
+        // The two obsolete date forms a recipient must also read.
+        let at = now + secs(90);
+        let imf = httpdate::fmt_http_date(at);
+        let day = &imf[..3];
+        let rest = &imf[5..];
+        let (dd, mon, yyyy, time) = (&rest[..2], &rest[3..6], &rest[7..11], &rest[12..20]);
+        let long_day = [
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ]
+        .into_iter()
+        .find(|d| d.starts_with(day))
+        .unwrap();
+        let rfc850 = format!("{long_day}, {dd}-{mon}-{} {time} GMT", &yyyy[2..]);
+        assert_eq!(retry_after(Some(&rfc850), now), secs(90), "{rfc850}");
+        let asctime = format!(
+            "{day} {mon} {:>2} {time} {yyyy}",
+            dd.trim_start_matches('0')
+        );
+        assert_eq!(retry_after(Some(&asctime), now), secs(90), "{asctime}");
+        // Absent, garbage, past, zero, negative, huge.
+        assert_eq!(retry_after(None, now), secs(5));
+        assert_eq!(retry_after(Some("soon"), now), secs(5));
+        assert_eq!(retry_after(Some(""), now), secs(5));
+        assert_eq!(retry_after(Some("-3"), now), secs(5));
+        assert_eq!(retry_after(Some("1.5"), now), secs(5));
+        let past = httpdate::fmt_http_date(now - secs(3600));
+        assert_eq!(retry_after(Some(&past), now), secs(1));
+        assert_eq!(retry_after(Some("0"), now), secs(1));
+        assert_eq!(retry_after(Some("99999999999"), now), secs(3600));
+        assert_eq!(
+            retry_after(Some("99999999999999999999999"), now),
+            secs(3600)
+        );
+        let far = httpdate::fmt_http_date(now + secs(86_400 * 365));
+        assert_eq!(retry_after(Some(&far), now), secs(3600));
+    }
 
     #[test]
     fn body_is_gzipped_events_in_order_and_skips_garbage() {

@@ -1,8 +1,7 @@
 //! The WebSocket to the server (CONTRACT.md §4): events out as bare envelopes,
 //! pings answered, acknowledgements and other nodes' events in.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -34,14 +33,6 @@ pub enum WsError {
 pub struct Ws {
     sink: SplitSink<Stream, Message>,
     stream: SplitStream<Stream>,
-    /// Last time anything arrived: a link silent for a minute is dead.
-    pub last_heard: Instant,
-    pub last_ping_sent: Instant,
-    /// Events sent on this connection and not yet answered on it. Only the
-    /// server's verdicts on these count: an ack or error for anything else
-    /// (never sent, or sent on an earlier connection) is a lie or a mix-up,
-    /// and must neither delete a row nor push it towards the dead letters.
-    in_flight: HashSet<String>,
 }
 
 pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
@@ -91,14 +82,7 @@ pub async fn connect(target: &Target, ws_token: &str) -> Result<Ws, WsError> {
         Ok(Ok(s)) => s,
     };
     let (sink, stream) = stream.split();
-    let now = Instant::now();
-    Ok(Ws {
-        sink,
-        stream,
-        last_heard: now,
-        last_ping_sent: now,
-        in_flight: HashSet::new(),
-    })
+    Ok(Ws { sink, stream })
 }
 
 impl Ws {
@@ -112,13 +96,11 @@ impl Ws {
         let mut bad = Vec::new();
         for row in rows {
             match envelope::outgoing(&row.data, team) {
-                Some(text) => {
-                    self.sink
-                        .feed(Message::text(text.into_owned()))
-                        .await
-                        .map_err(|e| format!("WebSocket send failed: {e}"))?;
-                    self.in_flight.insert(row.event_id.clone());
-                }
+                Some(text) => self
+                    .sink
+                    .feed(Message::text(text.into_owned()))
+                    .await
+                    .map_err(|e| format!("WebSocket send failed: {e}"))?,
                 None => bad.push((
                     row.event_id.clone(),
                     Verdict::Rejected("stored data is not a JSON object".into()),
@@ -132,20 +114,6 @@ impl Ws {
         Ok(bad)
     }
 
-    /// Takes the server's verdict on `event_id` if that event is in flight
-    /// here; the verdict settles it, so a second one is ignored too.
-    pub fn answer(&mut self, event_id: &str) -> bool {
-        self.in_flight.remove(event_id)
-    }
-
-    /// Forgets events confirmed another way (a batch), so the set stays as
-    /// small as what is really awaiting an answer.
-    pub fn settled<'a>(&mut self, event_ids: impl IntoIterator<Item = &'a str>) {
-        for id in event_ids {
-            self.in_flight.remove(id);
-        }
-    }
-
     pub async fn send_text(&mut self, text: String) -> Result<(), String> {
         self.sink
             .send(Message::text(text))
@@ -155,7 +123,6 @@ impl Ws {
 
     /// Our own heartbeat: a WebSocket ping; any frame back counts as alive.
     pub async fn ping(&mut self) -> Result<(), String> {
-        self.last_ping_sent = Instant::now();
         self.sink
             .send(Message::Ping(Vec::new().into()))
             .await
@@ -163,9 +130,7 @@ impl Ws {
     }
 
     pub async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
-        let m = self.stream.next().await;
-        self.last_heard = Instant::now();
-        m
+        self.stream.next().await
     }
 
     /// The next frame if one is already here.

@@ -28,6 +28,11 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
 
+    /// Serve on this inherited, already listening TCP socket instead of
+    /// binding --listen: a test keeps the port reserved until the server has it.
+    #[arg(long, value_name = "FD", conflicts_with = "listen")]
+    listen_fd: Option<i32>,
+
     /// An account, NAME:PASSWORD[:TEAM] (repeatable). The password cannot hold
     /// a colon. Without any, one account dev:dev:dev is made.
     #[arg(long = "user", value_name = "NAME:PASSWORD[:TEAM]", value_parser = parse_user)]
@@ -183,13 +188,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// Takes ownership of the socket at `fd`, after checking that it is one.
+#[allow(unsafe_code)]
+fn inherited_listener(fd: i32) -> anyhow::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: fstat only reads the descriptor's metadata; a closed fd gives EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("--listen-fd {fd}"));
+    }
+    anyhow::ensure!(
+        st.st_mode & libc::S_IFMT == libc::S_IFSOCK,
+        "--listen-fd {fd} is not a socket"
+    );
+    // SAFETY: the fd is open (fstat above) and nothing else in this process
+    // owns it: it was inherited for exactly this.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listener = std::net::TcpListener::from(owned);
+    listener
+        .local_addr()
+        .with_context(|| format!("--listen-fd {fd} is not a TCP socket"))?;
+    Ok(listener)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let server = Server::start(args.into_config()).await?;
+        let server = match args.listen_fd {
+            Some(fd) => {
+                let listener = inherited_listener(fd)?;
+                Server::start_on(args.into_config(), listener).await?
+            }
+            None => Server::start(args.into_config()).await?,
+        };
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.url()).context("writing the address to stdout")?;
         out.flush().context("flushing stdout")?;

@@ -143,9 +143,21 @@ fn router(state: Arc<AppState>) -> Router {
 pub struct Server;
 
 impl Server {
-    /// Binds, opens the store and serves on the current tokio runtime until
-    /// the handle is shut down or dropped.
+    /// Binds `config.listen`, opens the store and serves on the current tokio
+    /// runtime until the handle is shut down or dropped.
     pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        Self::start_on(config, listener).await
+    }
+
+    /// Like [`Server::start`], on a listener the caller made (a test that
+    /// reserved the port and hands the socket over, so no other process can
+    /// take the port in between); `config.listen` is ignored.
+    pub async fn start_on(
+        config: Config,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<ServerHandle> {
         config
             .faults
             .check()
@@ -158,9 +170,11 @@ impl Server {
             None => auth::Keys::random(),
         };
         let store = store::Store::open(&config.db).await?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        listener
+            .set_nonblocking(true)
+            .context("making the listener non-blocking")?;
+        let listener =
+            tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let (shutdown, _) = watch::channel(false);
         let state = Arc::new(AppState {

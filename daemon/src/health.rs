@@ -1,0 +1,82 @@
+//! The delivery-health hint: is what was just queued on its way? The 202 of
+//! `POST /v1/events` carries it, so that `kitty-sync emit` can warn about a
+//! stuck queue without asking again, and `status` carries the same.
+//!
+//! The queue's depth and oldest row are read at most once a second and shared
+//! by every emit meanwhile, so a busy socket pays for one small read a second.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kitty_proto::api::{DeliveryHealth, Status};
+use kitty_store::config::Config;
+
+use crate::server::AppState;
+
+/// How old a reading of the queue may be.
+const FRESH: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+struct Sample {
+    taken: Instant,
+    depth: u64,
+    /// Enqueue time of the oldest row, epoch seconds.
+    oldest: Option<i64>,
+}
+
+/// The last reading of the queue, shared by the socket's handlers.
+#[derive(Clone, Default)]
+pub struct Cache(Arc<Mutex<Option<Sample>>>);
+
+impl Cache {
+    fn fresh(&self) -> Option<Sample> {
+        let s = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.filter(|s| s.taken.elapsed() < FRESH)
+    }
+
+    fn store(&self, s: Sample) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+}
+
+fn age(oldest: Option<i64>) -> Option<u64> {
+    oldest.map(|t| (chrono::Utc::now().timestamp() - t).max(0) as u64)
+}
+
+/// The hint for an answer to a successful emit; `None` when the queue cannot
+/// be read (the emit itself succeeded, so it is not failed for this).
+pub async fn hint(state: &AppState) -> Option<DeliveryHealth> {
+    let sample = match state.health.fresh() {
+        Some(s) => s,
+        None => {
+            let mut conn = crate::server::reader(state).await.ok()?;
+            let (depth, oldest) = kitty_store::queue::depth_and_oldest(&mut conn).await.ok()?;
+            let s = Sample {
+                taken: Instant::now(),
+                depth,
+                oldest,
+            };
+            state.health.store(s);
+            s
+        }
+    };
+    let stale_after_secs = state.settings.borrow().config.stale_after_secs;
+    Some(DeliveryHealth {
+        state: state.uplink.snapshot().state,
+        // The event just answered is queued, whatever a reading from a
+        // moment ago says.
+        depth: sample.depth.max(1),
+        oldest_age_secs: age(sample.oldest),
+        stale_after_secs,
+    })
+}
+
+/// The same, from a status report being built.
+pub fn of_status(status: &Status, config: &Config) -> DeliveryHealth {
+    DeliveryHealth {
+        state: status.connection.clone(),
+        depth: status.queue.depth,
+        oldest_age_secs: status.queue.oldest_age_secs,
+        stale_after_secs: config.stale_after_secs,
+    }
+}
