@@ -161,6 +161,30 @@ class Hook(HomeCase):
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         self.assertEqual(r.stdout.strip(), "['on_status']")
 
+    def test_stands_aside_when_the_clis_own_sync_is_on(self) -> None:
+        # 3.x delivers its events itself when SPEC_KITTY_ENABLE_SAAS_SYNC arms its sync.
+        self.fake_cli(
+            {
+                "specify_cli/__init__.py": "",
+                "specify_cli/core/__init__.py": "",
+                "specify_cli/core/saas_sync_config.py": "import os\n"
+                "def sync_active():\n    return os.environ.get('SPEC_KITTY_ENABLE_SAAS_SYNC') == '1'\n",
+                "specify_cli/status/__init__.py": "",
+                "specify_cli/status/adapters.py": ADAPTERS,
+            }
+        )
+        self.home.start_daemon()
+        code = """
+            from specify_cli.status import adapters
+            adapters.fire_saas_fanout(wp_id="WP01", from_lane="planned", to_lane="claimed", actor="user", metadata=None)
+            """
+        r = self.run_py(code, SPEC_KITTY_ENABLE_SAAS_SYNC="1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.home.rows(), [], "the CLI's own sync carries it: nothing sent twice")
+        r = self.run_py(code)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.home.rows()), 1, "its sync off: ours")
+
     def test_disabled(self) -> None:
         self.fake_cli(
             {
