@@ -191,16 +191,23 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
             };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Err(e @ CommitError::QueueFull { .. }) => error(
+        Err(e) => commit_refused(e),
+    }
+}
+
+/// How a refused commit is answered, for an emit and a requeue alike.
+fn commit_refused(e: CommitError) -> Response {
+    match e {
+        CommitError::QueueFull { .. } => error(
             StatusCode::INSUFFICIENT_STORAGE,
             "queue_full",
             e.to_string(),
         ),
         // Permanent: no value is left to issue, so falling back cannot help.
-        Err(e @ CommitError::ClockExhausted { .. }) => {
+        CommitError::ClockExhausted { .. } => {
             error(StatusCode::CONFLICT, "clock_exhausted", e.to_string())
         }
-        Err(e @ CommitError::Storage(_)) => error(
+        CommitError::Storage(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",
             e.to_string(),
@@ -319,19 +326,20 @@ async fn get_dead(
 }
 
 async fn post_dead_retry(State(state): State<AppState>) -> Response {
-    let result = async {
-        let mut conn = reader(&state).await?;
-        kitty_store::outbox::retry_dead(&mut conn).await
+    match state.writer.retry_dead().await {
+        Ok(requeued) => {
+            if requeued > 0 {
+                tracing::info!(requeued, "dead letters put back into the queue");
+                state.uplink.sync_now.notify_one();
+            }
+            Json(kitty_proto::api::Requeued {
+                requeued,
+                version: VERSION.into(),
+            })
+            .into_response()
+        }
+        Err(e) => commit_refused(e),
     }
-    .await;
-    if let Ok(requeued @ 1..) = result {
-        tracing::info!(requeued, "dead letters put back into the queue");
-        state.uplink.sync_now.notify_one();
-    }
-    json_or_500(result.map(|requeued| kitty_proto::api::Requeued {
-        requeued,
-        version: VERSION.into(),
-    }))
 }
 
 async fn get_queue(

@@ -1,6 +1,9 @@
-//! The writer: the one task that owns the ledger. Requests queue up on a
-//! channel while a commit is in flight; the next commit takes all of them at
-//! once (group commit), so one disk sync serves many events.
+//! The writer: the one task that owns the ledger, and so the one writer of
+//! queue.db. Requests queue up on a channel while a commit is in flight; the
+//! next commit takes all of them at once (group commit), so one disk sync
+//! serves many events. The uplink's deletions, retry counts and dead letters
+//! and `POST /v1/dead/retry` come through here too, as chores done between
+//! commits.
 //!
 //! It also says how its commits go ([`WriterHealth`]): `/v1/health` (and so
 //! the watchdog) and `status` report a writer whose last commit failed.
@@ -10,7 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kitty_proto::api::Accepted;
-use kitty_store::{CommitError, Job, Ledger};
+use kitty_store::outbox::{Applied, Verdict};
+use kitty_store::{CommitError, Job, Ledger, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::settings::SettingsRx;
@@ -32,6 +36,26 @@ enum Msg {
     },
     /// Another node's Lamport value, seen on the server's WebSocket.
     Receive(u64),
+    /// What the server said about sent events.
+    Apply {
+        verdicts: Vec<(String, Verdict)>,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
+    },
+    /// Dead letters back into the queue, within the cap.
+    RetryDead {
+        reply: oneshot::Sender<Result<u64, CommitError>>,
+    },
+}
+
+/// Work besides commits, done after the group it arrived with.
+enum Chore {
+    Apply {
+        verdicts: Vec<(String, Verdict)>,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
+    },
+    RetryDead {
+        reply: oneshot::Sender<Result<u64, CommitError>>,
+    },
 }
 
 /// How the writer's commits go.
@@ -104,6 +128,30 @@ impl WriterHandle {
     pub async fn receive(&self, remote: u64) {
         let _ = self.tx.send(Msg::Receive(remote)).await;
     }
+
+    /// Applies the server's verdicts (deletes, retry counts, dead letters).
+    pub async fn apply(&self, verdicts: Vec<(String, Verdict)>) -> Result<Applied, String> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Err("the daemon is shutting down".to_owned());
+        if self.tx.send(Msg::Apply { verdicts, reply }).await.is_err() {
+            return gone();
+        }
+        match rx.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => gone(),
+        }
+    }
+
+    /// Puts the dead letters back into the queue; refused with
+    /// [`CommitError::QueueFull`] when they would not fit under the cap.
+    pub async fn retry_dead(&self) -> Result<u64, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Err(CommitError::Storage("the daemon is shutting down".into()));
+        if self.tx.send(Msg::RetryDead { reply }).await.is_err() {
+            return gone();
+        }
+        rx.await.unwrap_or_else(|_| gone())
+    }
 }
 
 /// Starts the writer. `clock` publishes the clock after every commit and
@@ -121,6 +169,7 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut jobs = Vec::new();
         let mut replies = Vec::new();
+        let mut chores = Vec::new();
         let mut check = tokio::time::interval(OWNERSHIP_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lost_lock = false;
@@ -156,12 +205,15 @@ pub fn spawn(
                         replies.push(reply);
                     }
                     Msg::Receive(remote) => ledger.observe(remote),
+                    Msg::Apply { verdicts, reply } => chores.push(Chore::Apply { verdicts, reply }),
+                    Msg::RetryDead { reply } => chores.push(Chore::RetryDead { reply }),
                 }
                 if events < MAX_GROUP_EVENTS {
                     next = rx.try_recv().ok();
                 }
             }
             if jobs.is_empty() && !ledger.unpersisted() {
+                do_chores(&mut ledger, &settings, chores.drain(..)).await;
                 continue;
             }
             // The ledger checks this too; here a lost lock is told apart from
@@ -174,6 +226,7 @@ pub fn spawn(
                     let _ = reply.send(Err(CommitError::Storage(e.to_string())));
                 }
                 jobs.clear();
+                do_chores(&mut ledger, &settings, chores.drain(..)).await;
                 continue;
             }
             let current: Arc<_> = settings.borrow().clone();
@@ -212,8 +265,31 @@ pub fn spawn(
                 let _ = reply.send(result);
             }
             jobs.clear();
+            do_chores(&mut ledger, &settings, chores.drain(..)).await;
         }
         ledger
     });
     (WriterHandle { tx, health }, task)
+}
+
+async fn do_chores(
+    ledger: &mut Ledger,
+    settings: &SettingsRx,
+    chores: impl Iterator<Item = Chore>,
+) {
+    for chore in chores {
+        match chore {
+            Chore::Apply { verdicts, reply } => {
+                let _ = reply.send(ledger.apply(&verdicts).await);
+            }
+            Chore::RetryDead { reply } => {
+                ledger.set_max_queue_size(settings.borrow().config.max_queue_size);
+                let result = ledger.retry_dead().await;
+                if let Err(e @ CommitError::QueueFull { .. }) = &result {
+                    tracing::warn!("dead letters not requeued: {e}");
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
 }

@@ -29,6 +29,7 @@ use sqlx::{Connection, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use crate::clockfile::{self, ClockFile, Noticed};
 use crate::lock::{self, Ownership};
+use crate::outbox::{self, Applied, Requeue, Verdict};
 use crate::{StoreError, db, node_id, queue};
 
 /// One request: all its events are committed, or none.
@@ -66,6 +67,9 @@ pub struct Recovery {
     pub queue_max: u64,
     /// Queued values beyond 2^53 - 1, left out.
     pub queue_beyond: u64,
+    /// Whether every row was read, for want of a usable scan mark; otherwise
+    /// `queue_max` and `queue_beyond` are of the rows the mark did not cover.
+    pub full_scan: bool,
     pub value: u64,
 }
 
@@ -90,6 +94,13 @@ pub struct Ledger {
     persisted: Option<u64>,
     /// The largest queue row id accounted for: rows above it are new to us.
     seen_id: i64,
+    /// Rows in the queue, kept here rather than counted per commit (counting
+    /// is O(rows)); counted again when another connection changed the file.
+    depth: u64,
+    /// `PRAGMA data_version` as of our last look: it changes only when another
+    /// connection commits, so while it stands still `depth` and `seen_id` are
+    /// the whole truth. Every write of ours goes through this one connection.
+    data_version: i64,
     clock_json: clockfile::Watched,
     /// The refused high-water mark last warned about, so the log says it once.
     refused_mark: Option<String>,
@@ -106,7 +117,8 @@ impl Ledger {
     /// Opens queue.db and resumes the clock from the largest of clock.json, the
     /// stored high-water mark and the largest `lamport_clock` in the queue, so a
     /// corrupt, deleted or stale clock.json can only move it up, never back.
-    /// Values beyond the contract's range in any of them are refused.
+    /// Values beyond the contract's range in any of them are refused. Only the
+    /// rows the stored mark does not cover are read ([`queue::clock_floor`]).
     ///
     /// `clock_lock` is `clock.lock`, held. `busy_timeout` bounds how long a
     /// commit waits for another process (the Python CLI) to release queue.db's
@@ -121,13 +133,16 @@ impl Ledger {
         // stat before read: a write in between is noticed again at the first commit.
         let seen = clockfile::stat(&home.clock_json());
         let clock_file = clockfile::read(&home.clock_json());
-        let marks = queue::marks(&mut conn).await?;
-        let (high_water_mark, refused_mark) =
-            match queue::parse_mark(marks.high_water_mark.as_deref()) {
-                Ok(v) => (v, None),
-                Err(raw) => (0, Some(raw)),
-            };
-        let scan = queue::scan_lamport(&mut conn).await?;
+        // data_version first: whatever another process commits after it is
+        // counted and scanned again at the first commit.
+        let data_version = queue::marks(&mut conn).await?.data_version;
+        let floor = queue::clock_floor(&mut conn).await?;
+        let (high_water_mark, refused_mark) = match floor.high_water_mark {
+            Ok(v) => (v, None),
+            Err(raw) => (0, Some(raw)),
+        };
+        let scan = floor.scan;
+        let depth = queue::depth(&mut conn).await?;
         let value = clock_file.value().max(high_water_mark).max(scan.max);
         let node_id = match &clock_file {
             ClockFile::Valid {
@@ -141,6 +156,7 @@ impl Ledger {
             refused_mark: refused_mark.clone(),
             queue_max: scan.max,
             queue_beyond: scan.beyond,
+            full_scan: floor.full_scan,
             value,
         };
         let ledger = Self {
@@ -153,7 +169,9 @@ impl Ledger {
             },
             max_queue_size,
             persisted: refused_mark.is_none().then_some(high_water_mark),
-            seen_id: marks.max_id,
+            seen_id: floor.max_id,
+            depth,
+            data_version,
             clock_json: clockfile::Watched::new(home.clock_json(), node_id, seen),
             refused_mark,
         };
@@ -190,6 +208,45 @@ impl Ledger {
 
     pub fn set_max_queue_size(&mut self, max: u64) {
         self.max_queue_size = max;
+    }
+
+    /// Rows in the queue as of the last transaction (the writer's own count).
+    pub fn depth(&self) -> u64 {
+        self.depth
+    }
+
+    /// Applies what the server said about sent events, in one transaction on
+    /// the ledger's connection: queue.db has one writer.
+    pub async fn apply(&mut self, verdicts: &[(String, Verdict)]) -> Result<Applied, StoreError> {
+        let applied = outbox::apply(&mut self.conn, verdicts).await?;
+        self.depth = self
+            .depth
+            .saturating_sub(applied.delivered + applied.duplicates + applied.dead);
+        Ok(applied)
+    }
+
+    /// Puts the dead letters back into the queue, unless that would take it
+    /// past `max_queue_size` (refused like an emit, and nothing changes).
+    pub async fn retry_dead(&mut self) -> Result<u64, CommitError> {
+        match outbox::retry_dead(&mut self.conn, self.max_queue_size).await {
+            Ok(Requeue::Done { requeued, depth }) => {
+                // Counted under the write lock. Should others have written
+                // before, data_version says so and the next commit counts.
+                self.depth = depth;
+                Ok(requeued)
+            }
+            Ok(Requeue::Full { depth, wanted }) => Err(CommitError::QueueFull {
+                depth,
+                max: self.max_queue_size,
+                wanted: wanted as usize,
+            }),
+            Err(e) => {
+                if let Err(again) = db::recover(&mut self.conn).await {
+                    tracing::warn!("{again}");
+                }
+                Err(CommitError::Storage(e.to_string()))
+            }
+        }
     }
 
     /// Makes sure `clock.lock`'s path still names the file we hold locked,
@@ -285,11 +342,17 @@ impl Ledger {
         let mut tx =
             db::begin_immediate(&mut self.conn, "cannot begin a queue transaction").await?;
         let marks = queue::marks(&mut tx).await?;
-        let mut depth = marks.depth;
+        if marks.data_version != self.data_version {
+            // Someone else committed (the Python CLI, a client with the lock):
+            // their inserts and deletes are counted once, here.
+            self.depth = queue::depth(&mut tx).await?;
+        }
+        let mut depth = self.depth;
         // Every statement is a hop to sqlx's SQLite thread, so a group costs a
         // fixed number of them: the marks, one lookup of the ids already
-        // queued, one multi-row INSERT (in chunks), one high-water mark; and
-        // one more only when another process added rows since.
+        // queued (only when drafts bring ids), one multi-row INSERT (in
+        // chunks), one high-water mark; and two more only when another
+        // process wrote since (the count above and the scan below).
         let others_rows = if marks.max_id > self.seen_id {
             queue::scan_lamport_after(&mut tx, self.seen_id).await?.max
         } else {
@@ -371,15 +434,18 @@ impl Ledger {
             results.push(Ok(accepted));
         }
         let last_id = insert(&mut tx, &rows).await?;
+        let seen_id = marks.max_id.max(self.seen_id).max(last_id.unwrap_or(0));
         if self.persisted != Some(self.stamper.clock) {
-            queue::set_high_water_mark(&mut tx, self.stamper.clock).await?;
+            queue::set_high_water_mark(&mut tx, self.stamper.clock, seen_id).await?;
         }
         tx.commit()
             .await
             .map_err(StoreError::db("cannot commit to queue.db"))?;
         self.persisted = Some(self.stamper.clock);
         self.refused_mark = None;
-        self.seen_id = marks.max_id.max(last_id.unwrap_or(0));
+        self.seen_id = seen_id;
+        self.depth = depth;
+        self.data_version = marks.data_version;
         Ok(results)
     }
 
@@ -630,7 +696,7 @@ mod tests {
         drop(l);
         std::fs::remove_file(home.clock_json()).unwrap();
         let (l, r) = open(&home, 10).await;
-        assert_eq!((r.high_water_mark, r.queue_max, l.clock()), (3, 3, 3));
+        assert_eq!((r.high_water_mark, r.queue_max, l.clock()), (3, 0, 3));
         assert!(r.checkpoint_stale());
         std::fs::write(home.clock_json(), "{corrupt").unwrap();
         drop(l);
@@ -756,8 +822,102 @@ mod tests {
         );
         drop(l);
         std::fs::remove_file(home.clock_json()).unwrap();
+        let (l, r) = open(&home, 100).await;
+        // The stored mark covers every row: none is read again.
+        assert_eq!(
+            (r.full_scan, r.queue_max, r.queue_beyond, r.value),
+            (false, 0, 0, 8)
+        );
+        // Without the scan mark, every row is, and the same is found.
+        sqlx::query("DELETE FROM kitty_meta WHERE key = 'clock_scanned_id'")
+            .execute(&mut { l }.conn)
+            .await
+            .unwrap();
         let (_, r) = open(&home, 100).await;
-        assert_eq!((r.queue_max, r.queue_beyond, r.value), (8, 2, 8));
+        assert_eq!(
+            (r.full_scan, r.queue_max, r.queue_beyond, r.value),
+            (true, 8, 2, 8)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_start_reads_only_the_rows_above_the_scan_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 3).await, vec![1, 2, 3]);
+        drop(l);
+        // Another process, while nobody held the clock: one row above the mark.
+        let mut other = db::open_writer(&home.queue_db(), db::BUSY_TIMEOUT)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO queue (event_id, event_type, data, timestamp) VALUES ('x', 'T', '{\"lamport_clock\":70}', 1)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        std::fs::remove_file(home.clock_json()).unwrap();
+        let (mut l, r) = open(&home, 100).await;
+        assert_eq!(
+            (r.full_scan, r.high_water_mark, r.queue_max, r.value),
+            (false, 3, 70, 70)
+        );
+        assert_eq!(l.depth(), 4);
+        assert_eq!(emit(&mut l, 1).await, vec![71]);
+        // A scan mark beyond every id ever given (the table made anew) is
+        // not trusted.
+        sqlx::query("UPDATE kitty_meta SET value = '1000' WHERE key = 'clock_scanned_id'")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        drop(l);
+        let (_, r) = open(&home, 100).await;
+        assert!(r.full_scan);
+        assert_eq!(r.queue_max, 71);
+    }
+
+    #[tokio::test]
+    async fn the_depth_is_counted_again_only_after_another_connection_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 5).await;
+        emit(&mut l, 3).await;
+        assert_eq!(l.depth(), 3);
+        let mut other = db::open_writer(&home.queue_db(), db::BUSY_TIMEOUT)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM queue WHERE id <= 2")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(emit(&mut l, 4).await.len(), 4, "2 deleted: 1 + 4 fits");
+        assert_eq!(l.depth(), 5);
+        sqlx::query(
+            "INSERT INTO queue (event_id, event_type, data, timestamp) VALUES ('y', 'T', '{}', 1)",
+        )
+        .execute(&mut other)
+        .await
+        .unwrap();
+        sqlx::query("DELETE FROM queue WHERE id = 3")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let res = l.commit(&[job(D)], "local").await.remove(0);
+        assert!(
+            matches!(res, Err(CommitError::QueueFull { depth: 5, .. })),
+            "{res:?}"
+        );
+        // Applied verdicts and requeued dead letters keep it right too.
+        let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM queue ORDER BY id LIMIT 2")
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+        let verdicts: Vec<_> = ids.iter().map(|i| (i.clone(), Verdict::Accepted)).collect();
+        assert_eq!(l.apply(&verdicts).await.unwrap().delivered, 2);
+        assert_eq!(l.depth(), 3);
+        assert_eq!(l.retry_dead().await.unwrap(), 0);
+        assert_eq!(emit(&mut l, 2).await.len(), 2);
+        assert_eq!(queue::depth(&mut other).await.unwrap(), 5);
+        assert_eq!(l.depth(), 5);
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //! applying what the server said about it, each answer in one transaction.
 //! A row leaves the queue only when the server confirmed it (`success`,
 //! `accepted` or `duplicate`); a per-event rejection raises its retry_count,
-//! and the fifth moves it to `dead_letter`.
+//! and the fifth moves it to `dead_letter`. The writes run on the ledger's
+//! connection ([`crate::Ledger::apply`], [`crate::Ledger::retry_dead`]), so
+//! queue.db has one writer; the reads may use any connection.
 
 use kitty_proto::api::DeadEntry;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
@@ -210,9 +212,37 @@ pub async fn dead_list(
         .collect())
 }
 
-/// Puts every dead letter back into the queue with a fresh retry count.
-pub async fn retry_dead(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+/// What [`retry_dead`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// The dead letters are back in the queue, which now holds `depth` rows.
+    Done { requeued: u64, depth: u64 },
+    /// Putting `wanted` rows back would take the queue (`depth` rows) past
+    /// `max_queue_size`; nothing changed.
+    Full { depth: u64, wanted: u64 },
+}
+
+/// Puts every dead letter back into the queue with a fresh retry count, in
+/// one transaction, unless that would take the queue past `max_queue_size`:
+/// the cap holds for every way into the queue, an emit's or this one.
+pub async fn retry_dead(
+    conn: &mut SqliteConnection,
+    max_queue_size: u64,
+) -> Result<Requeue, StoreError> {
     let mut tx = crate::db::begin_immediate(conn, "cannot begin requeueing dead letters").await?;
+    // A rare, explicit request: counting here costs nothing that matters.
+    let (depth, wanted): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM queue),
+                (SELECT COUNT(*) FROM dead_letter d
+                  WHERE NOT EXISTS (SELECT 1 FROM queue q WHERE q.event_id = d.event_id))",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StoreError::db("cannot count dead letters"))?;
+    let (depth, wanted) = (depth.max(0) as u64, wanted.max(0) as u64);
+    if depth + wanted > max_queue_size {
+        return Ok(Requeue::Full { depth, wanted });
+    }
     let n = sqlx::query(
         "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count)
          SELECT event_id, event_type, data, timestamp, 0 FROM dead_letter WHERE true
@@ -229,7 +259,10 @@ pub async fn retry_dead(conn: &mut SqliteConnection) -> Result<u64, StoreError> 
     tx.commit()
         .await
         .map_err(StoreError::db("cannot requeue dead letters"))?;
-    Ok(n)
+    Ok(Requeue::Done {
+        requeued: n,
+        depth: depth + wanted,
+    })
 }
 
 #[cfg(test)]
@@ -306,7 +339,13 @@ mod tests {
             2,
             "dead letters keep their clock"
         );
-        assert_eq!(retry_dead(&mut c).await.unwrap(), 1);
+        assert_eq!(
+            retry_dead(&mut c, 10).await.unwrap(),
+            Requeue::Done {
+                requeued: 1,
+                depth: 1
+            }
+        );
         assert_eq!(dead_count(&mut c).await.unwrap(), 0);
         assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 1);
     }
@@ -322,7 +361,43 @@ mod tests {
         let a = apply(&mut c, &v).await.unwrap();
         assert_eq!((a.delivered, a.rejected), (1, 1));
         db::testing::wedge_with_full_disk(&mut c).await;
-        assert_eq!(retry_dead(&mut c).await.unwrap(), 0);
+        assert_eq!(
+            retry_dead(&mut c, 10).await.unwrap(),
+            Requeue::Done {
+                requeued: 0,
+                depth: 1
+            }
+        );
         assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn requeueing_dead_letters_respects_the_cap() {
+        let (_d, mut c) = queue_with(3).await;
+        for _ in 0..DEAD_AFTER {
+            apply(
+                &mut c,
+                &[("e0".to_string(), Verdict::Rejected("no".into()))],
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(dead_count(&mut c).await.unwrap(), 1);
+        assert_eq!(
+            retry_dead(&mut c, 2).await.unwrap(),
+            Requeue::Full {
+                depth: 2,
+                wanted: 1
+            }
+        );
+        assert_eq!(dead_count(&mut c).await.unwrap(), 1, "nothing changed");
+        assert_eq!(crate::queue::depth(&mut c).await.unwrap(), 2);
+        assert_eq!(
+            retry_dead(&mut c, 3).await.unwrap(),
+            Requeue::Done {
+                requeued: 1,
+                depth: 3
+            }
+        );
     }
 }

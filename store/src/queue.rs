@@ -7,6 +7,10 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use crate::StoreError;
 
 const HWM_KEY: &str = "clock_hwm";
+/// The largest queue row id whose `lamport_clock` the stored high-water mark
+/// covers: a start reads only the rows above it, so it costs the same with an
+/// empty queue and a full one. Written with the mark, in the same transaction.
+const SCANNED_KEY: &str = "clock_scanned_id";
 
 pub async fn depth(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
@@ -110,6 +114,16 @@ pub struct LamportScan {
     pub beyond: u64,
 }
 
+impl LamportScan {
+    /// Both scans as one.
+    pub fn merge(self, other: Self) -> Self {
+        Self {
+            max: self.max.max(other.max),
+            beyond: self.beyond + other.beyond,
+        }
+    }
+}
+
 /// The `lamport_clock` of each row as (`json_type`, value). Nested CASEs:
 /// json_type() raises on invalid JSON, and SQLite does not promise to
 /// short-circuit AND. Rows that are not JSON (another tool's) yield NULLs.
@@ -142,6 +156,15 @@ pub async fn scan_lamport(conn: &mut SqliteConnection) -> Result<LamportScan, St
     summarise(sqlx::query_as(AssertSqlSafe(sql)), conn).await
 }
 
+/// [`scan_lamport`] of the dead letters only (none when the table does not exist).
+pub async fn scan_dead(conn: &mut SqliteConnection) -> Result<LamportScan, StoreError> {
+    if !table_exists(&mut *conn, "dead_letter").await? {
+        return Ok(LamportScan::default());
+    }
+    let sql = format!("{LAMPORT_SUMMARY} FROM (SELECT {LAMPORT_OF_ROW} FROM dead_letter)");
+    summarise(sqlx::query_as(AssertSqlSafe(sql)), conn).await
+}
+
 /// [`scan_lamport`] of the queue rows with an id above `after` only: the rows
 /// other processes inserted since we last looked.
 pub async fn scan_lamport_after(
@@ -171,17 +194,20 @@ async fn summarise(
 }
 
 /// What a writer must know of the queue before it stamps, in one statement:
-/// its depth, its largest row id, and the stored high-water mark as text.
+/// whether another connection changed the file since it last looked
+/// (`PRAGMA data_version`), the largest row id, and the stored high-water mark
+/// as text. Not the depth: counting is O(rows), so the writer keeps the depth
+/// itself and counts only when `data_version` says someone else wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marks {
-    pub depth: u64,
+    pub data_version: i64,
     pub max_id: i64,
     pub high_water_mark: Option<String>,
 }
 
 pub async fn marks(conn: &mut SqliteConnection) -> Result<Marks, StoreError> {
-    let (depth, max_id, hwm): (i64, Option<i64>, Option<String>) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM queue), (SELECT MAX(id) FROM queue),
+    let (data_version, max_id, hwm): (i64, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT data_version FROM pragma_data_version), (SELECT MAX(id) FROM queue),
                 (SELECT value FROM kitty_meta WHERE key = ?)",
     )
     .bind(HWM_KEY)
@@ -189,9 +215,62 @@ pub async fn marks(conn: &mut SqliteConnection) -> Result<Marks, StoreError> {
     .await
     .map_err(StoreError::db("cannot read the queue's marks"))?;
     Ok(Marks {
-        depth: depth.max(0) as u64,
+        data_version,
         max_id: max_id.unwrap_or(0),
         high_water_mark: hwm,
+    })
+}
+
+/// What the queue says of the clock, read at a start (the daemon's, a direct
+/// emit's, `status` without a daemon).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockFloor {
+    /// The stored high-water mark, or the text refused for being no value in range.
+    pub high_water_mark: Result<u64, String>,
+    /// The rows examined: those above the stored scan mark, and the dead letters.
+    pub scan: LamportScan,
+    /// The largest queue row id now accounted for.
+    pub max_id: i64,
+    /// Whether every row had to be read (no usable scan mark).
+    pub full_scan: bool,
+}
+
+/// The clock's floor from queue.db without reading every row: the stored
+/// high-water mark covers the rows up to the stored scan mark, so only rows
+/// others inserted above it (the Python CLI, a client with the lock) are read.
+/// Row ids only grow (AUTOINCREMENT); when `sqlite_sequence` has gone below
+/// the scan mark the table was made anew, and every row is read.
+pub async fn clock_floor(conn: &mut SqliteConnection) -> Result<ClockFloor, StoreError> {
+    let (hwm, scanned, seq, max_id): (Option<String>, Option<String>, Option<i64>, Option<i64>) =
+        sqlx::query_as(
+            "SELECT (SELECT value FROM kitty_meta WHERE key = ?),
+                    (SELECT value FROM kitty_meta WHERE key = ?),
+                    (SELECT seq FROM sqlite_sequence WHERE name = 'queue'),
+                    (SELECT MAX(id) FROM queue)",
+        )
+        .bind(HWM_KEY)
+        .bind(SCANNED_KEY)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::db("cannot read the clock's marks"))?;
+    let high_water_mark = parse_mark(hwm.as_deref());
+    let max_id = max_id.unwrap_or(0);
+    let scanned = scanned
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .filter(|&id| id >= 0 && high_water_mark.is_ok() && seq.unwrap_or(0).max(max_id) >= id);
+    let (scan, full_scan) = match scanned {
+        Some(after) => {
+            let queued = scan_lamport_after(&mut *conn, after).await?;
+            let dead = scan_dead(&mut *conn).await?;
+            (queued.merge(dead), false)
+        }
+        None => (scan_lamport(&mut *conn).await?, true),
+    };
+    Ok(ClockFloor {
+        high_water_mark,
+        scan,
+        max_id,
+        full_scan,
     })
 }
 
@@ -232,16 +311,21 @@ pub async fn high_water_mark(conn: &mut SqliteConnection) -> Result<u64, StoreEr
     Ok(parse_mark(v.as_deref()).unwrap_or(0))
 }
 
+/// Stores the high-water mark `value`, which covers every queue row up to id
+/// `scanned` (see [`clock_floor`]), in one statement.
 pub(crate) async fn set_high_water_mark(
     conn: &mut SqliteConnection,
     value: u64,
+    scanned: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO kitty_meta (key, value) VALUES (?, ?)
+        "INSERT INTO kitty_meta (key, value) VALUES (?, ?), (?, ?)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     )
     .bind(HWM_KEY)
     .bind(value.to_string())
+    .bind(SCANNED_KEY)
+    .bind(scanned.to_string())
     .execute(conn)
     .await
     .map_err(StoreError::db("cannot store the clock's high-water mark"))?;

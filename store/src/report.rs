@@ -93,9 +93,10 @@ pub async fn from_disk(home: &Home, socket: &Path) -> Status {
             status.queue = stats;
         }
         status.uplink.dead_letters = crate::outbox::dead_count(&mut conn).await.unwrap_or(0);
-        let hwm = queue::high_water_mark(&mut conn).await.unwrap_or(0);
-        let max = queue::max_lamport(&mut conn).await.unwrap_or(0);
-        status.clock.value = status.clock.value.max(hwm).max(max);
+        if let Ok(floor) = queue::clock_floor(&mut conn).await {
+            let hwm = floor.high_water_mark.unwrap_or(0);
+            status.clock.value = status.clock.value.max(hwm).max(floor.scan.max);
+        }
     }
     status
 }

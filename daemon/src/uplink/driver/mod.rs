@@ -31,6 +31,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Driver {
     ctx: UplinkCtx,
+    /// A read-only connection, for what to send next.
     conn: SqliteConnection,
     http: reqwest::Client,
     auth: Auth,
@@ -42,10 +43,11 @@ pub struct Driver {
 
 impl Driver {
     pub async fn new(mut ctx: UplinkCtx) -> Result<Self, String> {
-        let conn =
-            kitty_store::db::open_writer(&ctx.home.queue_db(), kitty_store::db::BUSY_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
+        // Reads only: every write goes through the writer (ctx.writer).
+        let conn = kitty_store::db::open_existing(&ctx.home.queue_db())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} is gone", ctx.home.queue_db().display()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

@@ -141,7 +141,7 @@ impl Driver {
     }
 
     pub(super) async fn apply(&mut self, verdicts: Vec<(String, outbox::Verdict)>) -> Event {
-        match outbox::apply(&mut self.conn, &verdicts).await {
+        match self.ctx.writer.apply(verdicts.clone()).await {
             Ok(counts) => {
                 self.ctx.shared.feed.dead(&counts.dead_ids);
                 Event::Applied {
@@ -149,10 +149,7 @@ impl Driver {
                     at: kitty_proto::rules::format_utc(chrono::Utc::now()),
                 }
             }
-            Err(e) => Event::ApplyFailed {
-                verdicts,
-                message: e.to_string(),
-            },
+            Err(message) => Event::ApplyFailed { verdicts, message },
         }
     }
 }
