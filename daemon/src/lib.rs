@@ -14,6 +14,7 @@
 //! - [`accept`]: who gets a connection, and the descriptor limit.
 //! - [`cli`]: the command line's clap definitions (also for completions and man pages).
 //! - [`feed`]: the live event feed behind `GET /v1/feed`.
+//! - [`file_watch`]: tells when config.toml or credentials change on disk.
 //! - [`health`]: the delivery-health hint on each 202.
 //! - [`logging`]: tracing output in the form its destination expects.
 //! - [`server`]: the socket API's routes: read, validate, answer.
@@ -30,6 +31,7 @@
 pub mod accept;
 pub mod cli;
 pub mod feed;
+pub mod file_watch;
 pub mod health;
 pub mod logging;
 pub mod server;

@@ -1,15 +1,13 @@
 //! config.toml and credentials as the daemon currently believes them, reloaded
-//! when either file changes (notify watches `<home>`, so editors that replace
-//! the file by rename are seen too).
+//! when either file changes ([`crate::file_watch`] watches `<home>`, so
+//! editors that replace the file by rename are seen too).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use kitty_proto::home::Home;
 use kitty_store::config::{self, Config};
 use kitty_store::credentials::{self, CredentialsFile};
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -83,37 +81,19 @@ fn reload_credentials(home: &Home, tx: &watch::Sender<Arc<Settings>>) {
     }
 }
 
-/// Watches `<home>` and reloads whichever file changed. The returned watcher
-/// must be kept alive.
-///
-/// inotify on the directory, because an editor or the CLI may replace either
-/// file by rename, or create it. It costs notify's thread a wake-up per write
-/// to any file there (queue.db's WAL: 5-7 % of the daemon's CPU under load,
-/// BENCHMARKS.md), though only our two files reach the task. notify's polling
-/// watcher avoids that but compares mtimes to the second, and missed a
-/// same-size rewrite within a second; watching the two files themselves is the
-/// better fix, left for later.
+/// Watches `<home>` and reloads whichever file changed. The returned watch
+/// must be kept alive. See [`crate::file_watch`] for how, and why not notify's
+/// watcher on Linux.
 pub fn watch(
     home: Home,
     tx: watch::Sender<Arc<Settings>>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
+) -> std::io::Result<crate::file_watch::FileWatch> {
     let (config, creds) = (home.config_toml(), home.credentials());
-    // queue.db and its WAL, a log file, anything else in `<home>` changes all
-    // the time; only events naming our two files go any further, so nothing
-    // else wakes the task below (or anything it might log).
-    let ours = {
-        let (config, creds) = (config.clone(), creds.clone());
-        move |ev: &notify::Event| ev.paths.iter().any(|p| *p == config || *p == creds)
-    };
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && ours(&ev)
-        {
-            let _ = ev_tx.send(ev);
-        }
-    })?;
-    watcher.watch(home.dir(), RecursiveMode::NonRecursive)?;
+    let names = [&config, &creds]
+        .iter()
+        .map(|p| p.file_name().unwrap_or_default().to_owned())
+        .collect();
+    let (watcher, mut ev_rx) = crate::file_watch::watch(home.dir(), names)?;
     tokio::spawn(async move {
         while let Some(first) = ev_rx.recv().await {
             // A writer that truncates and then writes shows us an empty file
@@ -131,11 +111,10 @@ pub fn watch(
                     break;
                 }
             }
-            let touches = |name: &Path| events.iter().flat_map(|e| &e.paths).any(|p| p == name);
-            if touches(&config) {
+            if events.contains(&0) {
                 reload_config(&home, &tx);
             }
-            if touches(&creds) {
+            if events.contains(&1) {
                 reload_credentials(&home, &tx);
             }
         }

@@ -84,10 +84,23 @@ fn the_wheel_crate_depends_on_everything_the_two_binaries_do() {
     let deps = |rel: &str| -> std::collections::BTreeSet<String> {
         let text = std::fs::read_to_string(repo_root().join(rel)).unwrap();
         let doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("{rel}: {e}"));
-        doc.get("dependencies")
-            .and_then(|d| d.as_table())
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
+        // [dependencies] and every [target.'cfg(..)'.dependencies].
+        let targets = doc
+            .get("target")
+            .and_then(|t| t.as_table())
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(cfg, v)| (cfg.clone(), v.clone())))
+            .map(|(cfg, v)| (format!("{cfg}:"), v.get("dependencies").cloned()));
+        std::iter::once((String::new(), doc.get("dependencies").cloned()))
+            .chain(targets)
+            .flat_map(|(cfg, deps)| {
+                let keys: Vec<String> = deps
+                    .and_then(|d| d.as_table().cloned())
+                    .map(|t| t.keys().map(|k| format!("{cfg}{k}")).collect())
+                    .unwrap_or_default();
+                keys
+            })
+            .collect()
     };
     let wheel = deps("python/Cargo.toml");
     for (krate, own) in [
