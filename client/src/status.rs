@@ -191,7 +191,11 @@ pub fn render(s: &Status) -> String {
             .iter()
             .map(|t| format!("{} {}", t.event_type, t.count))
             .collect();
-        rows.push(("top types", top.join(", ")));
+        let top = match s.queue.top_event_types_of_newest {
+            Some(n) => format!("{} (of the newest {n})", top.join(", ")),
+            None => top.join(", "),
+        };
+        rows.push(("top types", top));
     }
     if s.refused > 0 {
         rows.push((

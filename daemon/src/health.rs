@@ -2,8 +2,9 @@
 //! `POST /v1/events` carries it, so that `kitty-sync emit` can warn about a
 //! stuck queue without asking again, and `status` carries the same.
 //!
-//! The queue's depth and oldest row are read at most once a second and shared
-//! by every emit meanwhile, so a busy socket pays for one small read a second.
+//! The queue's oldest row is read at most once a second and shared by every
+//! emit meanwhile, so a busy socket pays for one small read a second; the
+//! depth is the writer's own count.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,7 +51,8 @@ pub async fn hint(state: &AppState) -> Option<DeliveryHealth> {
         Some(s) => s,
         None => {
             let mut conn = crate::server::reader(state).await.ok()?;
-            let (depth, oldest) = kitty_store::queue::depth_and_oldest(&mut conn).await.ok()?;
+            let oldest = kitty_store::queue::oldest_timestamp(&mut conn).await.ok()?;
+            let depth = state.writer.depth();
             let s = Sample {
                 taken: Instant::now(),
                 depth,

@@ -13,7 +13,12 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
         &settings.credentials,
     );
     let mut conn = crate::server::reader(state).await?;
-    status.queue = kitty_store::queue::stats(&mut conn, settings.config.max_queue_size).await?;
+    status.queue = kitty_store::queue::stats(
+        &mut conn,
+        settings.config.max_queue_size,
+        Some(state.writer.current_depth().await?),
+    )
+    .await?;
     status.running = true;
     status.pid = Some(std::process::id());
     status.uptime_secs = Some(state.started.elapsed().as_secs());

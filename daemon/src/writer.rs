@@ -9,6 +9,7 @@
 //! the watchdog) and `status` report a writer whose last commit failed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,6 +22,10 @@ use crate::settings::SettingsRx;
 
 /// Most events one transaction takes; bounds a commit's latency.
 const MAX_GROUP_EVENTS: usize = 8192;
+/// How many times a group yields to the runtime for more requests to join,
+/// when the last group had several: no timer (tokio's is 1 ms coarse), and
+/// nothing at all for a lone client, whose round trip it would only lengthen.
+const FILL_YIELDS: u32 = 4;
 /// Requests waiting for the writer; beyond this, handlers wait to enqueue.
 const CHANNEL_DEPTH: usize = 4096;
 /// How often an idle writer checks that `clock.lock` is still its own, so a
@@ -36,6 +41,12 @@ enum Msg {
     },
     /// Another node's Lamport value, seen on the server's WebSocket.
     Receive(u64),
+    /// Anything else that writes (or must see what others wrote).
+    Chore(Chore),
+}
+
+/// Work besides commits, done after the group it arrived with.
+enum Chore {
     /// What the server said about sent events.
     Apply {
         verdicts: Vec<(String, Verdict)>,
@@ -45,16 +56,9 @@ enum Msg {
     RetryDead {
         reply: oneshot::Sender<Result<u64, CommitError>>,
     },
-}
-
-/// Work besides commits, done after the group it arrived with.
-enum Chore {
-    Apply {
-        verdicts: Vec<(String, Verdict)>,
-        reply: oneshot::Sender<Result<Applied, StoreError>>,
-    },
-    RetryDead {
-        reply: oneshot::Sender<Result<u64, CommitError>>,
+    /// The depth, with what other processes wrote since counted in.
+    Depth {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
 }
 
@@ -101,12 +105,41 @@ impl WriterHealth {
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     health: watch::Receiver<WriterHealth>,
+    /// The queue's depth as of the writer's last transaction.
+    depth: Arc<AtomicU64>,
 }
 
 impl WriterHandle {
     /// Whether the writer task still takes jobs.
     pub fn is_alive(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// Rows in the queue as of the writer's last transaction: its own count
+    /// (see [`Ledger::depth`]), so reading it costs nothing at any size.
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// The depth, exact: what other processes inserted or deleted since the
+    /// last commit is counted in (one small read unless they wrote).
+    pub async fn current_depth(&self) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || std::io::Error::other("the daemon is shutting down");
+        let gone = || StoreError::Io {
+            what: "cannot ask the writer for",
+            path: "the queue's depth".into(),
+            source: gone(),
+        };
+        if self
+            .tx
+            .send(Msg::Chore(Chore::Depth { reply }))
+            .await
+            .is_err()
+        {
+            return Err(gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(gone()))
     }
 
     /// How the writer's commits go now.
@@ -133,7 +166,12 @@ impl WriterHandle {
     pub async fn apply(&self, verdicts: Vec<(String, Verdict)>) -> Result<Applied, String> {
         let (reply, rx) = oneshot::channel();
         let gone = || Err("the daemon is shutting down".to_owned());
-        if self.tx.send(Msg::Apply { verdicts, reply }).await.is_err() {
+        if self
+            .tx
+            .send(Msg::Chore(Chore::Apply { verdicts, reply }))
+            .await
+            .is_err()
+        {
             return gone();
         }
         match rx.await {
@@ -147,7 +185,12 @@ impl WriterHandle {
     pub async fn retry_dead(&self) -> Result<u64, CommitError> {
         let (reply, rx) = oneshot::channel();
         let gone = || Err(CommitError::Storage("the daemon is shutting down".into()));
-        if self.tx.send(Msg::RetryDead { reply }).await.is_err() {
+        if self
+            .tx
+            .send(Msg::Chore(Chore::RetryDead { reply }))
+            .await
+            .is_err()
+        {
             return gone();
         }
         rx.await.unwrap_or_else(|_| gone())
@@ -166,6 +209,8 @@ pub fn spawn(
 ) -> (WriterHandle, tokio::task::JoinHandle<Ledger>) {
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let (health_tx, health) = watch::channel(WriterHealth::default());
+    let depth = Arc::new(AtomicU64::new(ledger.depth()));
+    let depth_out = depth.clone();
     let task = tokio::spawn(async move {
         let mut jobs = Vec::new();
         let mut replies = Vec::new();
@@ -173,6 +218,9 @@ pub fn spawn(
         let mut check = tokio::time::interval(OWNERSHIP_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lost_lock = false;
+        // Whether the last group held more than one request: then others are
+        // likely on their way, and the next group waits a moment for them.
+        let mut busy = false;
         loop {
             let first = tokio::select! {
                 msg = rx.recv() => match msg {
@@ -197,23 +245,35 @@ pub fn spawn(
             };
             let mut events = 0;
             let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Commit { job, reply } => {
-                        events += job.events.len();
-                        jobs.push(job);
-                        replies.push(reply);
+            let mut fill = if busy { FILL_YIELDS } else { 0 };
+            loop {
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Commit { job, reply } => {
+                            events += job.events.len();
+                            jobs.push(job);
+                            replies.push(reply);
+                        }
+                        Msg::Receive(remote) => ledger.observe(remote),
+                        Msg::Chore(chore) => chores.push(chore),
                     }
-                    Msg::Receive(remote) => ledger.observe(remote),
-                    Msg::Apply { verdicts, reply } => chores.push(Chore::Apply { verdicts, reply }),
-                    Msg::RetryDead { reply } => chores.push(Chore::RetryDead { reply }),
+                    if events < MAX_GROUP_EVENTS {
+                        next = rx.try_recv().ok();
+                    }
                 }
-                if events < MAX_GROUP_EVENTS {
-                    next = rx.try_recv().ok();
+                if fill == 0 || events >= MAX_GROUP_EVENTS {
+                    break;
                 }
+                // Let the connections' tasks that are parsing requests right
+                // now hand them in, so that they share this commit's sync.
+                fill -= 1;
+                tokio::task::yield_now().await;
+                next = rx.try_recv().ok();
             }
+            busy = jobs.len() > 1;
             if jobs.is_empty() && !ledger.unpersisted() {
                 do_chores(&mut ledger, &settings, chores.drain(..)).await;
+                depth_out.store(ledger.depth(), Ordering::Relaxed);
                 continue;
             }
             // The ledger checks this too; here a lost lock is told apart from
@@ -266,10 +326,11 @@ pub fn spawn(
             }
             jobs.clear();
             do_chores(&mut ledger, &settings, chores.drain(..)).await;
+            depth_out.store(ledger.depth(), Ordering::Relaxed);
         }
         ledger
     });
-    (WriterHandle { tx, health }, task)
+    (WriterHandle { tx, health, depth }, task)
 }
 
 async fn do_chores(
@@ -281,6 +342,9 @@ async fn do_chores(
         match chore {
             Chore::Apply { verdicts, reply } => {
                 let _ = reply.send(ledger.apply(&verdicts).await);
+            }
+            Chore::Depth { reply } => {
+                let _ = reply.send(ledger.refresh_depth().await);
             }
             Chore::RetryDead { reply } => {
                 ledger.set_max_queue_size(settings.borrow().config.max_queue_size);

@@ -283,6 +283,10 @@ pub struct QueueStats {
     pub oldest_age_secs: Option<u64>,
     pub retries: RetryDistribution,
     pub top_event_types: Vec<TypeCount>,
+    /// When the queue is large, `top_event_types` counts only its newest
+    /// this-many rows (a count over every row would make `status` slow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_event_types_of_newest: Option<u64>,
 }
 
 /// How many queued events have been retried 0, 1-3 and 4 or more times.

@@ -131,17 +131,26 @@ pub async fn open_readers(path: &Path) -> Result<SqlitePool, StoreError> {
 
 /// Opens an existing queue for reading only; `None` when there is no file.
 pub async fn open_existing(path: &Path) -> Result<Option<SqliteConnection>, StoreError> {
-    // SQLite's read-only open of a FIFO would wait for a writer for ever.
-    match crate::fsutil::open_regular(path, crate::fsutil::Symlinks::Follow) {
-        Ok(None) => return Ok(None),
-        Ok(Some(_)) => {}
-        Err(e) => {
-            let source = match e.problem {
-                crate::fsutil::Problem::Io(io) => io,
-                other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
-            };
-            return Err(StoreError::io("cannot open", path)(source));
+    // SQLite's read-only open of a FIFO would wait for a writer for ever, so
+    // the file's type is checked first: by stat, never by opening it. A
+    // descriptor of queue.db closed in this process drops every POSIX lock
+    // the process holds on it (the daemon's writer connection's too); the
+    // next process to close its connection then finds itself the last one
+    // and deletes the WAL the writer is still appending to.
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("cannot open", path)(e)),
+        Ok(meta) if !meta.is_file() => {
+            let why = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "it is {}, not a regular file; refusing to open it",
+                    crate::fsutil::describe(&meta)
+                ),
+            );
+            return Err(StoreError::io("cannot open", path)(why));
         }
+        Ok(_) => {}
     }
     // No journal_mode here: changing it needs a write lock, and a reader must
     // not need one.
@@ -213,6 +222,49 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A reader opened beside the writer must not cost the writer its locks
+    /// (see open_existing): another connection closing would then delete the
+    /// WAL under it, and commits acknowledged after would be lost.
+    #[tokio::test]
+    async fn a_reader_opened_beside_the_writer_leaves_its_wal_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("queue.db");
+        let mut w = open_writer(&p, BUSY_TIMEOUT).await.unwrap();
+        let mut r = open_existing(&p).await.unwrap().unwrap();
+        sqlx::query("SELECT COUNT(*) FROM queue")
+            .execute(&mut r)
+            .await
+            .unwrap();
+        // Another process opens and closes the file: Python's sqlite3, as
+        // the spec-kitty CLI does. (In this process SQLite knows its own
+        // connections; only another one trusts the locks alone.)
+        let closed = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT COUNT(*) FROM queue').fetchall(); c.close()")
+            .arg(&p)
+            .status();
+        match closed {
+            Ok(s) => assert!(s.success(), "python3: {s}"),
+            Err(e) => return eprintln!("skipped: no python3 here ({e})"),
+        }
+        sqlx::query(
+            "INSERT INTO queue (event_id, event_type, data, timestamp) VALUES ('a', 'T', '{}', 1)",
+        )
+        .execute(&mut w)
+        .await
+        .unwrap();
+        assert!(
+            dir.path().join("queue.db-wal").exists(),
+            "the writer's WAL is still there"
+        );
+        let mut fresh = open_writer(&p, BUSY_TIMEOUT).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
+            .fetch_one(&mut fresh)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the commit is in the file others read");
+    }
 
     #[tokio::test]
     async fn a_fifo_or_a_symlink_is_refused_at_once() {

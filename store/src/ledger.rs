@@ -215,6 +215,19 @@ impl Ledger {
         self.depth
     }
 
+    /// The depth, counted again first if another connection wrote since the
+    /// last look (for `status`, between commits).
+    pub async fn refresh_depth(&mut self) -> Result<u64, StoreError> {
+        // data_version before the count: a commit in between is counted
+        // again next time, never missed.
+        let version = queue::marks(&mut self.conn).await?.data_version;
+        if version != self.data_version {
+            self.depth = queue::depth(&mut self.conn).await?;
+            self.data_version = version;
+        }
+        Ok(self.depth)
+    }
+
     /// Applies what the server said about sent events, in one transaction on
     /// the ledger's connection: queue.db has one writer.
     pub async fn apply(&mut self, verdicts: &[(String, Verdict)]) -> Result<Applied, StoreError> {
@@ -336,25 +349,39 @@ impl Ledger {
         restore: &mut u64,
     ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
         self.assert_ownership().await?;
-        let now = Utc::now();
         // IMMEDIATE takes the write lock at once, so what we read below stays
         // true until we commit, even if the Python CLI writes the file too.
-        let mut tx =
-            db::begin_immediate(&mut self.conn, "cannot begin a queue transaction").await?;
-        let marks = queue::marks(&mut tx).await?;
+        let marks = queue::begin_with_marks(&mut self.conn).await?;
+        let written = self.stamp_and_write(jobs, team_slug, restore, &marks).await;
+        if written.is_err() {
+            queue::rollback(&mut self.conn).await;
+        }
+        written
+    }
+
+    /// The transaction [`Self::commit_inner`] began: stamps, writes, commits.
+    async fn stamp_and_write(
+        &mut self,
+        jobs: &[Job],
+        team_slug: &str,
+        restore: &mut u64,
+        marks: &queue::Marks,
+    ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
+        let now = Utc::now();
+        let tx = &mut self.conn;
         if marks.data_version != self.data_version {
             // Someone else committed (the Python CLI, a client with the lock):
             // their inserts and deletes are counted once, here.
-            self.depth = queue::depth(&mut tx).await?;
+            self.depth = queue::depth(&mut *tx).await?;
         }
         let mut depth = self.depth;
-        // Every statement is a hop to sqlx's SQLite thread, so a group costs a
-        // fixed number of them: the marks, one lookup of the ids already
-        // queued (only when drafts bring ids), one multi-row INSERT (in
-        // chunks), one high-water mark; and two more only when another
-        // process wrote since (the count above and the scan below).
+        // Every statement list is a hop to sqlx's SQLite thread, so a group
+        // costs two of them: the begin with the marks, and the rows with the
+        // high-water mark and the commit. One more when drafts bring ids (the
+        // lookup of those already queued), and two only when another process
+        // wrote since (the count above and the scan below).
         let others_rows = if marks.max_id > self.seen_id {
-            queue::scan_lamport_after(&mut tx, self.seen_id).await?.max
+            queue::scan_lamport_after(&mut *tx, self.seen_id).await?.max
         } else {
             0
         };
@@ -387,7 +414,7 @@ impl Ledger {
             .flat_map(|j| &j.events)
             .filter_map(Submission::event_id)
             .collect();
-        let mut known = existing(&mut tx, &preset).await?;
+        let mut known = existing(&mut *tx, &preset).await?;
         let mut rows: Vec<Row> = Vec::new();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -433,14 +460,11 @@ impl Ledger {
             }
             results.push(Ok(accepted));
         }
-        let last_id = insert(&mut tx, &rows).await?;
-        let seen_id = marks.max_id.max(self.seen_id).max(last_id.unwrap_or(0));
-        if self.persisted != Some(self.stamper.clock) {
-            queue::set_high_water_mark(&mut tx, self.stamper.clock, seen_id).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(StoreError::db("cannot commit to queue.db"))?;
+        // AUTOINCREMENT: the rows get the ids after the largest ever given.
+        let seen_id = self.seen_id.max(marks.max_id + rows.len() as i64);
+        let mark = (self.persisted != Some(self.stamper.clock))
+            .then(|| queue::mark_binds(self.stamper.clock, seen_id));
+        write_and_commit(&mut *tx, &rows, mark).await?;
         self.persisted = Some(self.stamper.clock);
         self.refused_mark = None;
         self.seen_id = seen_id;
@@ -507,28 +531,58 @@ async fn existing(
     Ok(found)
 }
 
-/// Inserts the rows; returns the id of the last one.
-async fn insert(conn: &mut SqliteConnection, rows: &[Row]) -> Result<Option<i64>, StoreError> {
-    let mut last = None;
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count) ",
-        );
-        qb.push_values(chunk, |mut b, row| {
-            b.push_bind(row.event_id.as_str())
-                .push_bind(row.event_type.as_str())
-                .push_bind(row.data.as_str())
-                .push_bind(row.enqueued_at)
-                .push("0");
-        });
-        let done = qb
+/// Inserts the rows, stores the high-water mark (when it moved) and commits:
+/// the last chunk of rows, the mark and the COMMIT go as one statement list.
+async fn write_and_commit(
+    conn: &mut SqliteConnection,
+    rows: &[Row],
+    mark: Option<[String; 4]>,
+) -> Result<(), StoreError> {
+    let chunks: Vec<&[Row]> = rows.chunks(INSERT_CHUNK).collect();
+    let (last, before) = match chunks.split_last() {
+        Some((last, before)) => (Some(*last), before),
+        None => (None, &[][..]),
+    };
+    for chunk in before {
+        insert_values(QueryBuilder::new(""), chunk)
             .build()
             .execute(&mut *conn)
             .await
             .map_err(StoreError::db("cannot insert into the queue"))?;
-        last = Some(done.last_insert_rowid());
     }
-    Ok(last)
+    let mut qb = QueryBuilder::<Sqlite>::new("");
+    if let Some(chunk) = last {
+        qb = insert_values(qb, chunk);
+        qb.push("; ");
+    }
+    if let Some(binds) = mark {
+        // The fragment's placeholders take these binds, in order.
+        let mut parts = queue::SET_MARK.split('?');
+        qb.push(parts.next().unwrap_or_default());
+        for (bind, part) in binds.into_iter().zip(parts) {
+            qb.push_bind(bind);
+            qb.push(part);
+        }
+        qb.push("; ");
+    }
+    qb.push("COMMIT");
+    qb.build()
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::db("cannot commit to queue.db"))?;
+    Ok(())
+}
+
+fn insert_values(mut qb: QueryBuilder<Sqlite>, chunk: &[Row]) -> QueryBuilder<Sqlite> {
+    qb.push("INSERT INTO queue (event_id, event_type, data, timestamp, retry_count) ");
+    qb.push_values(chunk, |mut b, row| {
+        b.push_bind(row.event_id.as_str())
+            .push_bind(row.event_type.as_str())
+            .push_bind(row.data.as_str())
+            .push_bind(row.enqueued_at)
+            .push("0");
+    });
+    qb
 }
 
 /// Moves the clock past a value someone else wrote into clock.json.

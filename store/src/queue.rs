@@ -20,50 +20,60 @@ pub async fn depth(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     Ok(n.max(0) as u64)
 }
 
-/// Depth and the enqueue time of the oldest row (epoch seconds), in one read.
-pub async fn depth_and_oldest(
-    conn: &mut SqliteConnection,
-) -> Result<(u64, Option<i64>), StoreError> {
-    let (n, oldest): (i64, Option<i64>) =
-        sqlx::query_as("SELECT COUNT(*), MIN(timestamp) FROM queue")
-            .fetch_one(conn)
-            .await
-            .map_err(StoreError::db("cannot read the queue's depth"))?;
-    Ok((n.max(0) as u64, oldest))
+/// The enqueue time of the oldest row (epoch seconds): one step down
+/// `idx_timestamp`, whatever the queue's size.
+pub async fn oldest_timestamp(conn: &mut SqliteConnection) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar("SELECT MIN(timestamp) FROM queue")
+        .fetch_one(conn)
+        .await
+        .map_err(StoreError::db("cannot read the queue's oldest row"))
 }
 
-/// Depth, oldest age, retry distribution and the five commonest event types.
+/// Rows the event-type summary of a large queue looks at: its newest ones.
+pub const TYPE_SAMPLE: u64 = 10_000;
+
+/// Depth, oldest age, retry distribution and the five commonest event types,
+/// at a cost that does not grow with the queue beyond [`TYPE_SAMPLE`] rows:
+/// the depth is given (the writer keeps it) or counted on an index, the
+/// retries are counted on `idx_retry` (cheap while few rows were retried),
+/// and the types of a queue larger than the sample are those of its newest rows.
 pub async fn stats(
     conn: &mut SqliteConnection,
     max_queue_size: u64,
+    depth: Option<u64>,
 ) -> Result<QueueStats, StoreError> {
-    let row = sqlx::query(
-        "SELECT COUNT(*),
-                MIN(timestamp),
-                COALESCE(SUM(CASE WHEN COALESCE(retry_count, 0) <= 0 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN retry_count BETWEEN 1 AND 3 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN retry_count >= 4 THEN 1 ELSE 0 END), 0)
-         FROM queue",
+    let depth = match depth {
+        Some(d) => d,
+        None => self::depth(&mut *conn).await?,
+    };
+    let (oldest, few, many): (Option<i64>, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT MIN(timestamp) FROM queue),
+                (SELECT COUNT(*) FROM queue WHERE retry_count BETWEEN 1 AND 3),
+                (SELECT COUNT(*) FROM queue WHERE retry_count >= 4)",
     )
     .fetch_one(&mut *conn)
     .await
     .map_err(StoreError::db("cannot read queue statistics"))?;
-    let oldest: Option<i64> = row.get(1);
-    let now = chrono::Utc::now().timestamp();
+    let (few, many) = (few.max(0) as u64, many.max(0) as u64);
+    let sampled = depth > TYPE_SAMPLE;
     let top = sqlx::query(
-        "SELECT event_type, COUNT(*) AS n FROM queue GROUP BY event_type ORDER BY n DESC, event_type LIMIT 5",
+        "SELECT event_type, COUNT(*) AS n
+         FROM (SELECT event_type FROM queue ORDER BY id DESC LIMIT ?)
+         GROUP BY event_type ORDER BY n DESC, event_type LIMIT 5",
     )
+    .bind(if sampled { TYPE_SAMPLE as i64 } else { -1 })
     .fetch_all(&mut *conn)
     .await
     .map_err(StoreError::db("cannot read queue statistics"))?;
+    let now = chrono::Utc::now().timestamp();
     Ok(QueueStats {
-        depth: row.get::<i64, _>(0).max(0) as u64,
+        depth,
         max_queue_size,
         oldest_age_secs: oldest.map(|t| (now - t).max(0) as u64),
         retries: RetryDistribution {
-            none: row.get::<i64, _>(2).max(0) as u64,
-            few: row.get::<i64, _>(3).max(0) as u64,
-            many: row.get::<i64, _>(4).max(0) as u64,
+            none: depth.saturating_sub(few + many),
+            few,
+            many,
         },
         top_event_types: top
             .iter()
@@ -72,6 +82,7 @@ pub async fn stats(
                 count: r.get::<i64, _>(1).max(0) as u64,
             })
             .collect(),
+        top_event_types_of_newest: sampled.then_some(TYPE_SAMPLE),
     })
 }
 
@@ -193,32 +204,67 @@ async fn summarise(
     })
 }
 
-/// What a writer must know of the queue before it stamps, in one statement:
-/// whether another connection changed the file since it last looked
-/// (`PRAGMA data_version`), the largest row id, and the stored high-water mark
-/// as text. Not the depth: counting is O(rows), so the writer keeps the depth
-/// itself and counts only when `data_version` says someone else wrote.
+/// What a writer must know of the queue before it stamps: whether another
+/// connection changed the file since it last looked (`PRAGMA data_version`),
+/// the largest row id in the table and ever given (`sqlite_sequence`: the
+/// next rows get the ids after it), and the stored high-water mark as text.
+/// Not the depth: counting is O(rows), so the writer keeps the depth itself
+/// and counts only when `data_version` says someone else wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marks {
     pub data_version: i64,
+    /// The largest id given to a row, in the table now or ever.
     pub max_id: i64,
     pub high_water_mark: Option<String>,
 }
 
-pub async fn marks(conn: &mut SqliteConnection) -> Result<Marks, StoreError> {
-    let (data_version, max_id, hwm): (i64, Option<i64>, Option<String>) = sqlx::query_as(
-        "SELECT (SELECT data_version FROM pragma_data_version), (SELECT MAX(id) FROM queue),
-                (SELECT value FROM kitty_meta WHERE key = ?)",
-    )
-    .bind(HWM_KEY)
-    .fetch_one(conn)
-    .await
-    .map_err(StoreError::db("cannot read the queue's marks"))?;
-    Ok(Marks {
+const MARKS: &str = "SELECT (SELECT data_version FROM pragma_data_version),
+        (SELECT MAX(id) FROM queue), (SELECT seq FROM sqlite_sequence WHERE name = 'queue'),
+        (SELECT value FROM kitty_meta WHERE key = ?)";
+
+type MarksRow = (i64, Option<i64>, Option<i64>, Option<String>);
+
+fn to_marks((data_version, max_id, seq, hwm): MarksRow) -> Marks {
+    Marks {
         data_version,
-        max_id: max_id.unwrap_or(0),
+        max_id: max_id.unwrap_or(0).max(seq.unwrap_or(0)),
         high_water_mark: hwm,
-    })
+    }
+}
+
+pub async fn marks(conn: &mut SqliteConnection) -> Result<Marks, StoreError> {
+    let row: MarksRow = sqlx::query_as(MARKS)
+        .bind(HWM_KEY)
+        .fetch_one(conn)
+        .await
+        .map_err(StoreError::db("cannot read the queue's marks"))?;
+    Ok(to_marks(row))
+}
+
+/// `BEGIN IMMEDIATE` and [`marks`] in one statement list: one trip to
+/// SQLite's thread instead of two. The transaction is the caller's to end
+/// (`COMMIT`, or [`rollback`] on any failure): it is SQLite's alone, which
+/// sqlx does not track, so a failed commit cannot leave sqlx counting a
+/// transaction that SQLite already rolled back.
+pub(crate) async fn begin_with_marks(conn: &mut SqliteConnection) -> Result<Marks, StoreError> {
+    let sql = format!("BEGIN IMMEDIATE; {MARKS}");
+    let row: MarksRow = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(HWM_KEY)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::db("cannot begin a queue transaction"))?;
+    Ok(to_marks(row))
+}
+
+/// Ends a transaction [`begin_with_marks`] began, after a failure. SQLite
+/// may have rolled it back itself (a full disk): then there is nothing to do.
+pub(crate) async fn rollback(conn: &mut SqliteConnection) {
+    if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+        let msg = e.to_string();
+        if !msg.contains("no transaction is active") {
+            tracing::warn!("rolling back a queue transaction: {msg}");
+        }
+    }
 }
 
 /// What the queue says of the clock, read at a start (the daemon's, a direct
@@ -311,23 +357,17 @@ pub async fn high_water_mark(conn: &mut SqliteConnection) -> Result<u64, StoreEr
     Ok(parse_mark(v.as_deref()).unwrap_or(0))
 }
 
-/// Stores the high-water mark `value`, which covers every queue row up to id
-/// `scanned` (see [`clock_floor`]), in one statement.
-pub(crate) async fn set_high_water_mark(
-    conn: &mut SqliteConnection,
-    value: u64,
-    scanned: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO kitty_meta (key, value) VALUES (?, ?), (?, ?)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(HWM_KEY)
-    .bind(value.to_string())
-    .bind(SCANNED_KEY)
-    .bind(scanned.to_string())
-    .execute(conn)
-    .await
-    .map_err(StoreError::db("cannot store the clock's high-water mark"))?;
-    Ok(())
+/// Stores the high-water mark, which covers every queue row up to the scan
+/// mark (see [`clock_floor`]): a statement the ledger sends with the rows and
+/// the COMMIT, in one list; its binds are [`mark_binds`].
+pub(crate) const SET_MARK: &str = "INSERT INTO kitty_meta (key, value) VALUES (?, ?), (?, ?)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+pub(crate) fn mark_binds(value: u64, scanned: i64) -> [String; 4] {
+    [
+        HWM_KEY.to_owned(),
+        value.to_string(),
+        SCANNED_KEY.to_owned(),
+        scanned.to_string(),
+    ]
 }

@@ -89,7 +89,7 @@ pub async fn from_disk(home: &Home, socket: &Path) -> Status {
         _ => crate::node_id::compute(),
     };
     if let Ok(Some(mut conn)) = db::open_existing(&home.queue_db()).await {
-        if let Ok(stats) = queue::stats(&mut conn, config.max_queue_size).await {
+        if let Ok(stats) = queue::stats(&mut conn, config.max_queue_size, None).await {
             status.queue = stats;
         }
         status.uplink.dead_letters = crate::outbox::dead_count(&mut conn).await.unwrap_or(0);
