@@ -17,13 +17,13 @@
 //! - [`health`]: the delivery-health hint on each 202.
 //! - [`logging`]: tracing output in the form its destination expects.
 //! - [`server`]: the socket API's routes: read, validate, answer.
-//! - [`service`]: `install` and `uninstall` of the systemd or launchd service.
 //! - [`settings`]: config.toml and credentials, followed while running.
 //! - [`socket_guard`]: keeps our socket file in place, or stops us when it is taken.
 //! - [`spool`]: queues what clients spooled while we did not answer.
 //! - [`startup`]: claims the home, recovers the clock, runs until a signal.
 //! - [`status`]: the status report of the running daemon.
-//! - [`supervise`]: the service manager's notify protocol and socket activation.
+//! - [`systemd_notify`]: the service manager's notify protocol, watchdog and socket activation.
+//! - [`unit_install`]: `install` and `uninstall` of the systemd unit or launchd agent.
 //! - [`uplink`]: delivers the queue to the server.
 //! - [`writer`]: stamps and group-commits through the ledger.
 
@@ -33,13 +33,13 @@ pub mod feed;
 pub mod health;
 pub mod logging;
 pub mod server;
-pub mod service;
 pub mod settings;
 pub mod socket_guard;
 pub mod spool;
 pub mod startup;
 pub mod status;
-pub mod supervise;
+pub mod systemd_notify;
+pub mod unit_install;
 pub mod uplink;
 pub mod writer;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kitty_proto::home::Home;
 use kitty_syncd::cli::{Cli, Command, ServiceArgs};
-use kitty_syncd::service;
+use kitty_syncd::unit_install;
 
 /// sysexits.h: a configuration file is broken.
 const EX_CONFIG: u8 = 78;
@@ -78,7 +78,7 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
 }
 
 fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
-    let ctx = match service::Context::from_env() {
+    let ctx = match unit_install::Context::from_env() {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 1),
     };
@@ -86,9 +86,9 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
     let extras = args.extras();
     if args.dry_run {
         let text = if install {
-            service::install_plan(kind, &ctx, extras).map(|p| service::describe_install(&p))
+            unit_install::install_plan(kind, &ctx, extras).map(|p| unit_install::describe_install(&p))
         } else {
-            Ok(service::describe_uninstall(&service::uninstall_plan(
+            Ok(unit_install::describe_uninstall(&unit_install::uninstall_plan(
                 kind, &ctx,
             )))
         };
@@ -101,9 +101,9 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
         };
     }
     let done = if install {
-        service::install(kind, &ctx, extras)
+        unit_install::install(kind, &ctx, extras)
     } else {
-        service::uninstall(kind, &ctx)
+        unit_install::uninstall(kind, &ctx)
     };
     match done {
         Ok(t) => {

@@ -45,7 +45,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
     let instance = lock::claim_instance(&home.daemon_lock())?;
     // The socket before the clock: a daemon whose lock file was removed still
     // answers on it, and must stay the only one that stamps.
-    let (listener, activated) = match crate::supervise::activated_listener() {
+    let (listener, activated) = match crate::systemd_notify::activated_listener() {
         Ok(Some(std_listener)) => {
             std_listener
                 .set_nonblocking(true)
@@ -175,12 +175,12 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
-    let supervisor = tokio::spawn(crate::supervise::run(
+    let supervisor = tokio::spawn(crate::systemd_notify::run(
         state.clone(),
         socket.clone(),
         shutdown_rx.clone(),
     ));
-    crate::supervise::ready(&crate::supervise::status_line(&state).await);
+    crate::systemd_notify::ready(&crate::systemd_notify::status_line(&state).await);
     tracing::info!(
         pid = std::process::id(),
         socket = %socket.display(),
@@ -203,7 +203,7 @@ pub async fn run(home: Home, socket: PathBuf, settings: Settings) -> Result<(), 
             server_failed = Some(msg);
         }
     }
-    crate::supervise::stopping();
+    crate::systemd_notify::stopping();
     let _ = shutdown_tx.send(true);
     let _ = supervisor.await;
     // Handlers hold clones of the state, and with it the writer handle; ours goes now.
@@ -277,9 +277,9 @@ impl Signals {
                 _ = self.int.recv() => return "SIGINT",
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading config.toml");
-                    crate::supervise::reloading();
+                    crate::systemd_notify::reloading();
                     settings::reload_config(&state.home, settings);
-                    crate::supervise::reloaded(&crate::supervise::status_line(state).await);
+                    crate::systemd_notify::reloaded(&crate::systemd_notify::status_line(state).await);
                 }
             }
         }
