@@ -10,24 +10,22 @@
 //! - [`login`]: `kitty-sync login` and `logout`.
 //! - [`queue_cmd`]: `kitty-sync queue list|dead|retry-dead`.
 //! - [`staleness`]: warnings when queued events will not reach the server.
-//! - [`status`]: `status` for both binaries, from the daemon or from disk.
 //! - [`sync`]: `kitty-sync sync`, a flush now, optionally waited for.
 //! - [`tail`]: `kitty-sync tail`, following the daemon's feed.
-//! - [`transport`]: HTTP/JSON to the daemon over its socket, within a deadline.
-//! - [`warn_once`]: at most one warning of a kind per hour per home.
+//!
+//! What the daemon's command line shares with ours (the socket call, `status`,
+//! the clap definitions and docs) lives in `kitty_cli_common`, re-exported
+//! here under its old names.
 
-pub mod cli;
-pub mod docs;
 pub mod fallback;
 pub mod login;
 pub mod queue_cmd;
-pub mod skew;
 pub mod staleness;
-pub mod status;
 pub mod sync;
 pub mod tail;
-pub mod transport;
-pub mod warn_once;
+
+pub use kitty_cli_common::client_cli as cli;
+pub use kitty_cli_common::{block_on, docs, skew, status, transport, warn_once};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -303,15 +301,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, TransportError> {
-        let a = transport::call(&self.socket, method, path, body, self.deadline).await?;
-        if !a.status.is_success() {
-            let msg = serde_json::from_slice::<ErrorBody>(&a.body)
-                .map(|b| b.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).into_owned());
-            return Err(TransportError::Failed(format!("{}: {msg}", a.status)));
-        }
-        serde_json::from_slice(&a.body)
-            .map_err(|e| TransportError::Failed(format!("unreadable answer: {e}")))
+        transport::call_json(&self.socket, method, path, body, self.deadline).await
     }
 }
 
@@ -390,12 +380,4 @@ fn error_body(code: &str, message: String, index: Option<usize>) -> ErrorBody {
         index,
         version: kitty_proto::VERSION.into(),
     }
-}
-
-/// Runs `fut` on a small current-thread runtime, for callers without one.
-pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(fut))
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::status::{not_running, unreachable};
 use crate::{Client, TransportError};
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_TIMEOUT: Duration = kitty_cli_common::client_cli::SYNC_WAIT_TIMEOUT;
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// A daemon busy draining a large backlog may answer status slowly; that is
 /// not a daemon that is gone.

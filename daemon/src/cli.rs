@@ -41,7 +41,7 @@ pub enum Command {
     /// Print a shell completion script for kitty-syncd.
     Completions {
         #[arg(value_enum)]
-        shell: kitty_sync::docs::Shell,
+        shell: kitty_cli_common::docs::Shell,
     },
     /// Print the man page of kitty-syncd (roff; `kitty-syncd man | man -l -`).
     Man,

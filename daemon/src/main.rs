@@ -17,15 +17,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { log_file } => run(log_file),
-        Command::Status { json } => kitty_sync::status::main(json),
+        Command::Status { json } => kitty_cli_common::status::main(json),
         Command::Install(args) => manage(&args, true),
         Command::Uninstall(args) => manage(&args, false),
         Command::Version => {
             println!("kitty-syncd {}", kitty_proto::VERSION);
             ExitCode::SUCCESS
         }
-        Command::Completions { shell } => kitty_sync::docs::print_completions::<Cli>(shell),
-        Command::Man => kitty_sync::docs::print_man::<Cli>(),
+        Command::Completions { shell } => kitty_cli_common::docs::print_completions::<Cli>(shell),
+        Command::Man => kitty_cli_common::docs::print_man::<Cli>(),
     }
 }
 
@@ -86,11 +86,12 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
     let extras = args.extras();
     if args.dry_run {
         let text = if install {
-            unit_install::install_plan(kind, &ctx, extras).map(|p| unit_install::describe_install(&p))
+            unit_install::install_plan(kind, &ctx, extras)
+                .map(|p| unit_install::describe_install(&p))
         } else {
-            Ok(unit_install::describe_uninstall(&unit_install::uninstall_plan(
-                kind, &ctx,
-            )))
+            Ok(unit_install::describe_uninstall(
+                &unit_install::uninstall_plan(kind, &ctx),
+            ))
         };
         return match text {
             Ok(t) => {

@@ -81,8 +81,14 @@ pub async fn run(state: AppState, socket: PathBuf, mut shutdown: watch::Receiver
         }
         let line = status_line(&state).await;
         if watchdog.is_some() {
-            match kitty_sync::transport::call(&socket, Method::GET, "/v1/health", None, period)
-                .await
+            match kitty_cli_common::transport::call(
+                &socket,
+                Method::GET,
+                "/v1/health",
+                None,
+                period,
+            )
+            .await
             {
                 Ok(a) if a.status.is_success() => {
                     send(&[NotifyState::Watchdog, NotifyState::Status(&line)])

@@ -2,7 +2,7 @@
 //! launchd agent from the templates in `systemd/` and `launchd/` with this
 //! binary's real path and this user's home, write them, and have the service
 //! manager enable and start them; with `--completions` and `--man`, also the
-//! shell completions and man pages of both binaries ([`kitty_sync::docs`]).
+//! shell completions and man pages of both binaries ([`kitty_cli_common::docs`]).
 //! `--dry-run` prints exactly what would be written and run.
 
 use std::path::{Path, PathBuf};
@@ -146,9 +146,9 @@ pub struct Extra {
 
 /// The completions and man pages of both binaries that `want` asks for.
 fn extra_files(ctx: &Context, want: Extras) -> Vec<Extra> {
-    use kitty_sync::docs::{self, Shell};
+    use kitty_cli_common::docs::{self, Shell};
     let commands = [
-        <kitty_sync::cli::Cli as clap::CommandFactory>::command(),
+        <kitty_cli_common::client_cli::Cli as clap::CommandFactory>::command(),
         <crate::cli::Cli as clap::CommandFactory>::command(),
     ];
     let (data, config) = (ctx.xdg_data_home.as_deref(), ctx.xdg_config_home.as_deref());

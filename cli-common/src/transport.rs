@@ -48,6 +48,7 @@ impl TransportError {
     }
 }
 
+/// The answer of the daemon, as it came.
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
@@ -129,4 +130,24 @@ pub async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
         });
     }
     Ok(stream)
+}
+
+/// A call whose success answer is `T`; an error answer becomes
+/// [`TransportError::Failed`] with the daemon's message.
+pub async fn call_json<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    deadline: Duration,
+) -> Result<T, TransportError> {
+    let a = call(socket, method, path, body, deadline).await?;
+    if !a.status.is_success() {
+        let msg = serde_json::from_slice::<kitty_proto::api::ErrorBody>(&a.body)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).into_owned());
+        return Err(TransportError::Failed(format!("{}: {msg}", a.status)));
+    }
+    serde_json::from_slice(&a.body)
+        .map_err(|e| TransportError::Failed(format!("unreadable answer: {e}")))
 }

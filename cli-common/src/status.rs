@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use hyper::Method;
 use kitty_proto::api::Status;
-
-use crate::Client;
+use kitty_proto::home::Home;
 
 /// Exit status when no daemon answers.
 pub const NOT_RUNNING: u8 = 3;
@@ -16,18 +16,26 @@ pub const STUCK: u8 = 4;
 const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 
 pub fn main(json: bool) -> ExitCode {
-    let client = match Client::from_env() {
-        Ok(c) => c.with_deadline(STATUS_DEADLINE),
+    let (home, socket) = match Home::from_env().and_then(|h| Ok((h.socket_path()?, h))) {
+        Ok((socket, home)) => (home, socket),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
     let result = crate::block_on(async {
-        match client.status().await {
+        let asked = crate::transport::call_json::<Status>(
+            &socket,
+            Method::GET,
+            "/v1/status",
+            None,
+            STATUS_DEADLINE,
+        )
+        .await;
+        match asked {
             Ok(s) => (s, None),
             Err(e) => {
-                let mut s = kitty_store::report::from_disk(client.home(), client.socket()).await;
+                let mut s = kitty_store::report::from_disk(&home, &socket).await;
                 s.start_hint = Some(start_hint());
                 (s, Some(e))
             }
@@ -65,7 +73,7 @@ pub fn main(json: bool) -> ExitCode {
             );
         }
         if let Some(c) = &stuck {
-            println!("DELIVERY STUCK: {}", c.describe(client.home()));
+            println!("DELIVERY STUCK: {}", c.describe(&home));
         }
         print!("{}", render(&status));
         if let Some(why) = why {
