@@ -5,7 +5,7 @@
 //! per home ([`crate::warn_once`]), and `status` says so on its first line.
 //! The client tells an emit's condition (`kitty_sync::staleness`).
 
-use kitty_proto::api::{DeliveryHealth, Status, Stuck};
+use kitty_proto::api::{ConnectionState, DeliveryHealth, Status, Stuck, Supervisor};
 use kitty_proto::home::Home;
 
 /// What is wrong with delivery.
@@ -16,14 +16,17 @@ pub enum Condition {
     /// A daemon holds the home but did not answer: the event is in the spool.
     NotAnswering { why: Option<String> },
     /// Delivery is stuck, by the daemon's own account.
-    Stuck { stuck: Stuck, state: String },
+    Stuck {
+        stuck: Stuck,
+        state: ConnectionState,
+    },
 }
 
 impl Condition {
     pub fn of_health(h: &DeliveryHealth) -> Option<Self> {
         h.stuck().map(|stuck| Self::Stuck {
             stuck,
-            state: h.state.clone(),
+            state: h.state,
         })
     }
 
@@ -79,7 +82,7 @@ fn server_url(home: &Home) -> String {
 
 /// The command that restarts the daemon, for the way it was started (when
 /// known), else for the service installed here.
-pub fn restart_hint(supervisor: Option<&str>) -> String {
+pub fn restart_hint(supervisor: Option<Supervisor>) -> String {
     use kitty_proto::service;
     let installed = |p: std::path::PathBuf| p.exists();
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
@@ -88,10 +91,10 @@ pub fn restart_hint(supervisor: Option<&str>) -> String {
         .as_deref()
         .map(|h| service::systemd_user_dir(h, xdg.as_deref()).join(service::SYSTEMD_SERVICE));
     let plist = home.as_deref().map(service::launchd_plist);
-    let systemd =
-        supervisor == Some("systemd") || (supervisor.is_none() && unit.is_some_and(installed));
-    let launchd =
-        supervisor == Some("launchd") || (supervisor.is_none() && plist.is_some_and(installed));
+    let systemd = supervisor == Some(Supervisor::Systemd)
+        || (supervisor.is_none() && unit.is_some_and(installed));
+    let launchd = supervisor == Some(Supervisor::Launchd)
+        || (supervisor.is_none() && plist.is_some_and(installed));
     if systemd {
         format!("systemctl --user restart {}", service::SYSTEMD_SERVICE)
     } else if launchd {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hyper::Method;
-use kitty_proto::api::Status;
+use kitty_proto::api::{Status, Supervisor};
 use kitty_proto::home::Home;
 
 /// Exit status when no daemon answers.
@@ -56,7 +56,7 @@ pub fn main(json: bool) -> ExitCode {
                 protocol: status.protocol,
                 version: Some(&status.version),
                 pid: status.pid,
-                supervisor: status.supervisor.as_deref(),
+                supervisor: status.supervisor,
             })
         })
         .flatten();
@@ -153,8 +153,8 @@ pub fn render(s: &Status) -> String {
             "running (pid {}, up {}, {})",
             s.pid.map_or("?".into(), |p| p.to_string()),
             s.uptime_secs.map_or("?".into(), human_duration),
-            match s.supervisor.as_deref() {
-                Some("manual") | None => "started by hand".to_owned(),
+            match s.supervisor {
+                Some(Supervisor::Manual) | None => "started by hand".to_owned(),
                 Some(other) => format!("under {other}"),
             }
         )
@@ -242,7 +242,7 @@ pub fn render(s: &Status) -> String {
     ));
     let u = &s.uplink;
     let connection = match (u.consecutive_failures, &u.next_retry_at) {
-        (0, _) | (_, None) => s.connection.clone(),
+        (0, _) | (_, None) => s.connection.to_string(),
         (n, Some(at)) => format!("{} ({n} failures in a row; next try {at})", s.connection),
     };
     rows.push(("connection", connection));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kitty_proto::Submission;
-use kitty_proto::api::{Accepted, ErrorBody};
+use kitty_proto::api::{Accepted, ErrorBody, ErrorCode};
 use kitty_proto::home::Home;
 use kitty_store::{CommitError, Job, Ledger, lock};
 use serde_json::value::RawValue;
@@ -109,7 +109,7 @@ fn spool(
             Ok(Fallback::Spooled(why))
         }
         Err(SpoolError::Invalid(v)) => Err(EmitError::Invalid(Box::new(ErrorBody {
-            error: "invalid_event".into(),
+            error: ErrorCode::InvalidEvent,
             message: v.to_string(),
             field: Some(v.field),
             rule: Some(v.rule),

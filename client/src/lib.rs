@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use kitty_proto::api::{
-    DeadView, EmitResponse, ErrorBody, QueueView, Requeued, Status, SyncTriggered,
+    DeadView, EmitResponse, ErrorBody, ErrorCode, QueueView, Requeued, Status, SyncTriggered,
 };
 use kitty_proto::home::{Home, HomeError};
 use kitty_proto::request::parse_one;
@@ -199,7 +199,7 @@ impl Client {
     ) -> Result<Emitted, EmitError> {
         let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
             EmitError::Invalid(Box::new(error_body(
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 format!("the event is not valid JSON: {e}"),
                 None,
             )))
@@ -207,7 +207,7 @@ impl Client {
         // The daemon's own limit: what it would refuse is not queued behind its back.
         if text.len() > kitty_proto::MAX_BODY_BYTES {
             return Err(EmitError::Invalid(Box::new(error_body(
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!(
                     "the event is {} bytes; the limit is {}",
                     text.len(),
@@ -220,7 +220,7 @@ impl Client {
             EmitError::Invalid(Box::new(ErrorBody {
                 field: Some(v.field.clone()),
                 rule: Some(v.rule.clone()),
-                ..error_body("invalid_event", v.to_string(), None)
+                ..error_body(ErrorCode::InvalidEvent, v.to_string(), None)
             }))
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
@@ -353,7 +353,7 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
 fn refused(status: StatusCode, body: &[u8]) -> EmitError {
     let err = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| {
         error_body(
-            "unknown",
+            ErrorCode::Unknown,
             format!(
                 "the daemon answered {status}: {}",
                 String::from_utf8_lossy(body)
@@ -371,9 +371,9 @@ fn refused(status: StatusCode, body: &[u8]) -> EmitError {
     }
 }
 
-fn error_body(code: &str, message: String, index: Option<usize>) -> ErrorBody {
+fn error_body(code: ErrorCode, message: String, index: Option<usize>) -> ErrorBody {
     ErrorBody {
-        error: code.into(),
+        error: code,
         message,
         field: None,
         rule: None,

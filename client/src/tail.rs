@@ -357,7 +357,7 @@ mod tests {
             "13:47:09.123 committed  01J0  WPCreated WP02  lamport 8  from daemon"
         );
         let l = line(FeedEvent::State {
-            state: "Reconnecting".into(),
+            state: kitty_proto::api::ConnectionState::Reconnecting,
             error: Some("refused".into()),
         });
         assert_eq!(

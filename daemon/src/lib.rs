@@ -44,12 +44,13 @@ pub mod uplink;
 pub mod writer;
 
 /// How the daemon was started, as systemd and launchd tell their children.
-pub fn supervisor() -> &'static str {
+pub fn supervisor() -> kitty_proto::api::Supervisor {
+    use kitty_proto::api::Supervisor;
     if std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some() {
-        "systemd"
+        Supervisor::Systemd
     } else if std::env::var_os("XPC_SERVICE_NAME").is_some_and(|v| v != "0") {
-        "launchd"
+        Supervisor::Launchd
     } else {
-        "manual"
+        Supervisor::Manual
     }
 }
