@@ -21,10 +21,47 @@ pub mod warn_once;
 
 pub use transport::TransportError;
 
+/// `e` and its sources, joined by ": " (as anyhow's `{:#}` prints them), for
+/// the edge of a binary. A source whose text its error's message already ends
+/// with (some messages quote their source) is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        let text = source.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = source.source();
+    }
+    out
+}
+
 /// Runs `fut` on a small current-thread runtime, for callers without one.
 pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(fut))
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open /x: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_is_whole_and_says_nothing_twice() {
+        let e = Outer(Middle(std::io::Error::other("disk full")));
+        assert_eq!(
+            super::error_chain(&e),
+            "cannot start: cannot open /x: disk full"
+        );
+    }
 }

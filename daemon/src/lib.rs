@@ -20,7 +20,7 @@
 //! - [`settings`]: config.toml and credentials, followed while running.
 //! - [`socket_guard`]: keeps our socket file in place, or stops us when it is taken.
 //! - [`spool`]: queues what clients spooled while we did not answer.
-//! - [`startup`]: claims the home, recovers the clock, runs until a signal.
+//! - [`startup`]: the running daemon: claims the home, recovers the clock, serves, shuts down.
 //! - [`status`]: the status report of the running daemon.
 //! - [`systemd_notify`]: the service manager's notify protocol, watchdog and socket activation.
 //! - [`unit_install`]: `install` and `uninstall` of the systemd unit or launchd agent.

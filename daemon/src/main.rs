@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use kitty_cli_common::error_chain;
 use kitty_proto::home::Home;
 use kitty_syncd::cli::{Cli, Command, ServiceArgs};
+use kitty_syncd::startup::{RunningDaemon, StartError};
 use kitty_syncd::unit_install;
 
 /// sysexits.h: a configuration file is broken.
@@ -32,14 +34,14 @@ fn main() -> ExitCode {
 fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
     let home = match Home::from_env() {
         Ok(h) => h,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => return fail(&error_chain(&e), 1),
     };
     if let Err(e) = kitty_store::fsutil::ensure_private_dir(home.dir()) {
         return fail(&format!("cannot create {}: {e}", home.dir().display()), 1);
     }
     let socket = match home.socket_path() {
         Ok(s) => s,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => return fail(&error_chain(&e), 1),
     };
     let settings = match kitty_syncd::settings::load(&home) {
         Ok(s) => s,
@@ -65,22 +67,25 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
-    match runtime.block_on(kitty_syncd::startup::run(home, socket, settings)) {
+    let ran = runtime.block_on(async {
+        let mut running = RunningDaemon::start(home, socket, settings).await?;
+        let stop = running.wait().await;
+        running.shutdown(stop).await
+    });
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
-            fail(&e.to_string(), EX_ALREADY_RUNS)
-        }
+        Err(e @ StartError::AlreadyRuns(_)) => fail(&error_chain(&e), EX_ALREADY_RUNS),
         // A home or socket directory others can write is a configuration
         // error too, and no restart can fix it.
-        Err(e @ kitty_syncd::startup::StartError::UnsafeDir(_)) => fail(&e.to_string(), EX_CONFIG),
-        Err(e) => fail(&e.to_string(), 1),
+        Err(e @ StartError::UnsafeDir(_)) => fail(&error_chain(&e), EX_CONFIG),
+        Err(e) => fail(&error_chain(&e), 1),
     }
 }
 
 fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
     let ctx = match unit_install::Context::from_env() {
         Ok(c) => c,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => return fail(&error_chain(&e), 1),
     };
     let kind = args.kind();
     let extras = args.extras();
@@ -98,7 +103,7 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
                 print!("{t}");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e.to_string(), 1),
+            Err(e) => fail(&error_chain(&e), 1),
         };
     }
     let done = if install {
@@ -119,7 +124,7 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.to_string(), 1),
+        Err(e) => fail(&error_chain(&e), 1),
     }
 }
 
