@@ -22,14 +22,14 @@ pub mod warn_once;
 pub use transport::TransportError;
 
 /// `e` and its sources, joined by ": " (as anyhow's `{:#}` prints them), for
-/// the edge of a binary. A source whose text its error's message already ends
-/// with (some messages quote their source) is not repeated.
+/// the edge of a binary. A source whose text its error's message already
+/// quotes (some libraries' messages do) is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(source) = next {
         let text = source.to_string();
-        if !out.ends_with(&text) {
+        if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }

@@ -77,7 +77,7 @@ pub fn main(json: bool) -> ExitCode {
         }
         print!("{}", render(&status));
         if let Some(why) = why {
-            eprintln!("({why})");
+            eprintln!("({})", crate::error_chain(&why));
         }
     }
     if !status.running {

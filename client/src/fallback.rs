@@ -39,8 +39,10 @@ pub async fn queue(
     submission: Submission,
     deadline: Instant,
 ) -> Result<Fallback, EmitError> {
-    kitty_store::fsutil::ensure_private_dir(home.dir())
-        .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
+    kitty_store::fsutil::ensure_private_dir(home.dir()).map_err(|source| EmitError::Io {
+        what: format!("cannot create {}", home.dir().display()),
+        source,
+    })?;
     // The daemon's own rule: a home another user owns or can write is not a
     // place to leave an event (no daemon would run there to deliver it).
     kitty_store::fsutil::check_private_dir(home.dir())
@@ -56,8 +58,9 @@ pub async fn queue(
     } else {
         left.max(LIVE_DAEMON_PATIENCE)
     };
-    let held = lock::lock_within(&home.clock_lock(), patience).map_err(|e| {
-        EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
+    let held = lock::lock_within(&home.clock_lock(), patience).map_err(|source| EmitError::Io {
+        what: format!("cannot open {}", home.clock_lock().display()),
+        source,
     })?;
     let Some(held) = held else {
         return spool(home, event, &submission, None);
@@ -116,6 +119,6 @@ fn spool(
             index: None,
             version: kitty_proto::VERSION.into(),
         }))),
-        Err(e @ SpoolError::Io { .. }) => Err(EmitError::Failed(e.to_string())),
+        Err(e @ SpoolError::Io { .. }) => Err(e.into()),
     }
 }

@@ -90,6 +90,17 @@ pub enum EmitError {
     Forbidden(String),
     #[error("{0}")]
     Failed(String),
+    /// The event could not be queued here: `what` failed.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] kitty_store::spool::SpoolError),
+    #[error("the daemon's answer is unreadable")]
+    Unreadable(#[source] serde_json::Error),
 }
 
 impl EmitError {
@@ -99,7 +110,7 @@ impl EmitError {
             Self::Invalid(_) => 65,   // EX_DATAERR
             Self::QueueFull(_) => 75, // EX_TEMPFAIL
             Self::Forbidden(_) => 77, // EX_NOPERM
-            Self::Failed(_) => 1,
+            Self::Failed(_) | Self::Io { .. } | Self::Spool(_) | Self::Unreadable(_) => 1,
         }
     }
 }
@@ -166,7 +177,7 @@ impl Client {
                 eprintln!("kitty-sync: warning: {e}; not sent there");
                 e.to_string()
             }
-            Err(e) => e.to_string(),
+            Err(e) => kitty_cli_common::error_chain(&e),
         };
         self.fall_back(&text, &why, started + EMIT_BUDGET)
             .await
@@ -332,8 +343,7 @@ fn with_event_id(event_json: &str) -> String {
 }
 
 fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
-    let res: EmitResponse = serde_json::from_slice(body)
-        .map_err(|e| EmitError::Failed(format!("the daemon's answer is unreadable: {e}")))?;
+    let res: EmitResponse = serde_json::from_slice(body).map_err(EmitError::Unreadable)?;
     let a = res
         .events
         .into_iter()

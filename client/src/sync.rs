@@ -137,7 +137,7 @@ fn failed(what: &str, e: &TransportError) -> ExitCode {
     if unreachable(e) {
         return not_running(e);
     }
-    eprintln!("kitty-sync: {what}: {e}");
+    eprintln!("kitty-sync: {what}: {}", kitty_cli_common::error_chain(e));
     ExitCode::from(1)
 }
 
