@@ -94,7 +94,10 @@ pub async fn run(state: AppState, socket: PathBuf, mut shutdown: watch::Receiver
                     send(&[NotifyState::Watchdog, NotifyState::Status(&line)])
                 }
                 Ok(a) => tracing::warn!("watchdog: the socket answered {}; not pinging", a.status),
-                Err(e) => tracing::warn!("watchdog: {e}; not pinging"),
+                Err(e) => tracing::warn!(
+                    "watchdog: {}; not pinging",
+                    kitty_cli_common::error_chain(&e)
+                ),
             }
         } else {
             send(&[NotifyState::Status(&line)]);
