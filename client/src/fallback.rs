@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kitty_proto::Submission;
-use kitty_proto::api::{Accepted, ErrorBody};
+use kitty_proto::api::{Accepted, ErrorBody, ErrorCode};
 use kitty_proto::home::Home;
 use kitty_store::{CommitError, Job, Ledger, lock};
 use serde_json::value::RawValue;
@@ -39,8 +39,10 @@ pub async fn queue(
     submission: Submission,
     deadline: Instant,
 ) -> Result<Fallback, EmitError> {
-    kitty_store::fsutil::ensure_private_dir(home.dir())
-        .map_err(|e| EmitError::Failed(format!("cannot create {}: {e}", home.dir().display())))?;
+    kitty_store::fsutil::ensure_private_dir(home.dir()).map_err(|source| EmitError::Io {
+        what: format!("cannot create {}", home.dir().display()),
+        source,
+    })?;
     // The daemon's own rule: a home another user owns or can write is not a
     // place to leave an event (no daemon would run there to deliver it).
     kitty_store::fsutil::check_private_dir(home.dir())
@@ -56,8 +58,9 @@ pub async fn queue(
     } else {
         left.max(LIVE_DAEMON_PATIENCE)
     };
-    let held = lock::lock_within(&home.clock_lock(), patience).map_err(|e| {
-        EmitError::Failed(format!("cannot open {}: {e}", home.clock_lock().display()))
+    let held = lock::lock_within(&home.clock_lock(), patience).map_err(|source| EmitError::Io {
+        what: format!("cannot open {}", home.clock_lock().display()),
+        source,
     })?;
     let Some(held) = held else {
         return spool(home, event, &submission, None);
@@ -109,13 +112,13 @@ fn spool(
             Ok(Fallback::Spooled(why))
         }
         Err(SpoolError::Invalid(v)) => Err(EmitError::Invalid(Box::new(ErrorBody {
-            error: "invalid_event".into(),
+            error: ErrorCode::InvalidEvent,
             message: v.to_string(),
             field: Some(v.field),
             rule: Some(v.rule),
             index: None,
             version: kitty_proto::VERSION.into(),
         }))),
-        Err(e @ SpoolError::Io { .. }) => Err(EmitError::Failed(e.to_string())),
+        Err(e @ SpoolError::Io { .. }) => Err(e.into()),
     }
 }

@@ -10,31 +10,29 @@
 //! - [`login`]: `kitty-sync login` and `logout`.
 //! - [`queue_cmd`]: `kitty-sync queue list|dead|retry-dead`.
 //! - [`staleness`]: warnings when queued events will not reach the server.
-//! - [`status`]: `status` for both binaries, from the daemon or from disk.
 //! - [`sync`]: `kitty-sync sync`, a flush now, optionally waited for.
 //! - [`tail`]: `kitty-sync tail`, following the daemon's feed.
-//! - [`transport`]: HTTP/JSON to the daemon over its socket, within a deadline.
-//! - [`warn_once`]: at most one warning of a kind per hour per home.
+//!
+//! What the daemon's command line shares with ours (the socket call, `status`,
+//! the clap definitions and docs) lives in `kitty_cli_common`, re-exported
+//! here under its old names.
 
-pub mod cli;
-pub mod docs;
 pub mod fallback;
 pub mod login;
 pub mod queue_cmd;
-pub mod skew;
 pub mod staleness;
-pub mod status;
 pub mod sync;
 pub mod tail;
-pub mod transport;
-pub mod warn_once;
+
+pub use kitty_cli_common::client_cli as cli;
+pub use kitty_cli_common::{block_on, docs, skew, status, transport, warn_once};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use kitty_proto::api::{
-    DeadView, EmitResponse, ErrorBody, QueueView, Requeued, Status, SyncTriggered,
+    DeadView, EmitResponse, ErrorBody, ErrorCode, QueueView, Requeued, Status, SyncTriggered,
 };
 use kitty_proto::home::{Home, HomeError};
 use kitty_proto::request::parse_one;
@@ -92,6 +90,17 @@ pub enum EmitError {
     Forbidden(String),
     #[error("{0}")]
     Failed(String),
+    /// The event could not be queued here: `what` failed.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] kitty_store::spool::SpoolError),
+    #[error("the daemon's answer is unreadable")]
+    Unreadable(#[source] serde_json::Error),
 }
 
 impl EmitError {
@@ -101,7 +110,7 @@ impl EmitError {
             Self::Invalid(_) => 65,   // EX_DATAERR
             Self::QueueFull(_) => 75, // EX_TEMPFAIL
             Self::Forbidden(_) => 77, // EX_NOPERM
-            Self::Failed(_) => 1,
+            Self::Failed(_) | Self::Io { .. } | Self::Spool(_) | Self::Unreadable(_) => 1,
         }
     }
 }
@@ -168,7 +177,7 @@ impl Client {
                 eprintln!("kitty-sync: warning: {e}; not sent there");
                 e.to_string()
             }
-            Err(e) => e.to_string(),
+            Err(e) => kitty_cli_common::error_chain(&e),
         };
         self.fall_back(&text, &why, started + EMIT_BUDGET)
             .await
@@ -201,7 +210,7 @@ impl Client {
     ) -> Result<Emitted, EmitError> {
         let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
             EmitError::Invalid(Box::new(error_body(
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 format!("the event is not valid JSON: {e}"),
                 None,
             )))
@@ -209,7 +218,7 @@ impl Client {
         // The daemon's own limit: what it would refuse is not queued behind its back.
         if text.len() > kitty_proto::MAX_BODY_BYTES {
             return Err(EmitError::Invalid(Box::new(error_body(
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!(
                     "the event is {} bytes; the limit is {}",
                     text.len(),
@@ -222,7 +231,7 @@ impl Client {
             EmitError::Invalid(Box::new(ErrorBody {
                 field: Some(v.field.clone()),
                 rule: Some(v.rule.clone()),
-                ..error_body("invalid_event", v.to_string(), None)
+                ..error_body(ErrorCode::InvalidEvent, v.to_string(), None)
             }))
         })?;
         let event_id = submission.event_id().unwrap_or_default().to_owned();
@@ -303,15 +312,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, TransportError> {
-        let a = transport::call(&self.socket, method, path, body, self.deadline).await?;
-        if !a.status.is_success() {
-            let msg = serde_json::from_slice::<ErrorBody>(&a.body)
-                .map(|b| b.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).into_owned());
-            return Err(TransportError::Failed(format!("{}: {msg}", a.status)));
-        }
-        serde_json::from_slice(&a.body)
-            .map_err(|e| TransportError::Failed(format!("unreadable answer: {e}")))
+        transport::call_json(&self.socket, method, path, body, self.deadline).await
     }
 }
 
@@ -342,8 +343,7 @@ fn with_event_id(event_json: &str) -> String {
 }
 
 fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
-    let res: EmitResponse = serde_json::from_slice(body)
-        .map_err(|e| EmitError::Failed(format!("the daemon's answer is unreadable: {e}")))?;
+    let res: EmitResponse = serde_json::from_slice(body).map_err(EmitError::Unreadable)?;
     let a = res
         .events
         .into_iter()
@@ -363,7 +363,7 @@ fn accepted(body: &[u8]) -> Result<Emitted, EmitError> {
 fn refused(status: StatusCode, body: &[u8]) -> EmitError {
     let err = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| {
         error_body(
-            "unknown",
+            ErrorCode::Unknown,
             format!(
                 "the daemon answered {status}: {}",
                 String::from_utf8_lossy(body)
@@ -381,21 +381,13 @@ fn refused(status: StatusCode, body: &[u8]) -> EmitError {
     }
 }
 
-fn error_body(code: &str, message: String, index: Option<usize>) -> ErrorBody {
+fn error_body(code: ErrorCode, message: String, index: Option<usize>) -> ErrorBody {
     ErrorBody {
-        error: code.into(),
+        error: code,
         message,
         field: None,
         rule: None,
         index,
         version: kitty_proto::VERSION.into(),
     }
-}
-
-/// Runs `fut` on a small current-thread runtime, for callers without one.
-pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(fut))
 }

@@ -31,6 +31,27 @@ pub enum LoginError {
     WrongCredentials,
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Home(#[from] kitty_proto::home::HomeError),
+    /// The request failed, or its answer could not be used: `what` says which.
+    #[error("{what}")]
+    Broken {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl LoginError {
+    fn broken(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Broken {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl LoginError {
@@ -39,7 +60,7 @@ impl LoginError {
         match self {
             Self::BadUrl(_) | Self::Usage(_) => 64, // EX_USAGE
             Self::WrongCredentials => 77,           // EX_NOPERM
-            Self::Failed(_) => 1,
+            Self::Failed(_) | Self::Home(_) | Self::Broken { .. } => 1,
         }
     }
 }
@@ -113,13 +134,13 @@ pub async fn login_within(
     let body = post_token(&base, username, password, timeout).await?;
     let mut session =
         session::from_token_reply(&body, Utc::now(), Some(username.to_owned()), Some(base))
-            .map_err(|e| LoginError::Failed(format!("the server's answer is unusable: {e}")))?;
+            .map_err(|e| LoginError::broken("the server's answer is unusable", e))?;
     let home2 = home.clone();
     let to_save = session.clone();
     tokio::task::spawn_blocking(move || credentials::save_session(&home2, &to_save))
         .await
-        .map_err(|e| LoginError::Failed(format!("storing the session failed: {e}")))?
-        .map_err(|e| LoginError::Failed(format!("logged in, but {e}")))?;
+        .map_err(|e| LoginError::broken("storing the session failed", e))?
+        .map_err(|e| LoginError::broken("logged in, but the session was not stored", e))?;
     if session.team_slug.is_none() {
         session.team_slug = credentials::read(&home.credentials())
             .credentials()
@@ -154,7 +175,7 @@ async fn post_token(
     }
     let http = builder
         .build()
-        .map_err(|e| LoginError::Failed(format!("cannot set up HTTPS: {}", chain(&e))))?;
+        .map_err(|e| LoginError::broken("cannot set up HTTPS", e))?;
     let mut res = http
         .post(&url)
         .json(&serde_json::json!({ "username": username, "password": password }))
@@ -164,7 +185,7 @@ async fn post_token(
             if e.is_timeout() {
                 LoginError::Failed(format!("{url} did not answer within {timeout:?}"))
             } else {
-                LoginError::Failed(format!("cannot reach {url}: {}", chain(&e)))
+                LoginError::broken(format!("cannot reach {url}"), e)
             }
         })?;
     let status = res.status();
@@ -180,10 +201,10 @@ async fn post_token(
             }
             Ok(None) => break,
             Err(e) => {
-                return Err(LoginError::Failed(format!(
-                    "reading the answer of {url}: {}",
-                    chain(&e)
-                )));
+                return Err(LoginError::broken(
+                    format!("reading the answer of {url}"),
+                    e,
+                ));
             }
         }
     }
@@ -217,22 +238,6 @@ fn snippet(body: &[u8]) -> String {
     format!(": {}{more}", short.replace('\n', " "))
 }
 
-/// An error and its causes on one line: reqwest's own message alone rarely
-/// says whether the connection was refused or the certificate was bad.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// The password: the first line of standard input when asked to or when
 /// standard input is not a terminal (scripts, CI), else a prompt without echo.
 pub fn read_password(from_stdin: bool, prompt: &str) -> std::io::Result<String> {
@@ -251,7 +256,7 @@ pub fn read_password(from_stdin: bool, prompt: &str) -> std::io::Result<String> 
 pub fn main(server: &str, username: &str, password_stdin: bool) -> ExitCode {
     let home = match Home::from_env() {
         Ok(h) => h,
-        Err(e) => return fail(&LoginError::Failed(e.to_string())),
+        Err(e) => return fail(&e.into()),
     };
     // Refuse a bad URL before asking for a password that would not be sent.
     let base = match server_base(server) {
@@ -264,15 +269,13 @@ pub fn main(server: &str, username: &str, password_stdin: bool) -> ExitCode {
     ) {
         Ok(p) => p,
         Err(e) => {
-            return fail(&LoginError::Failed(format!(
-                "cannot read the password: {e}"
-            )));
+            return fail(&LoginError::broken("cannot read the password", e));
         }
     };
     let session = match crate::block_on(login(&home, &base, username, &password)) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return fail(&e),
-        Err(e) => return fail(&LoginError::Failed(format!("cannot start a runtime: {e}"))),
+        Err(e) => return fail(&LoginError::broken("cannot start a runtime", e)),
     };
     match &session.team_slug {
         Some(team) => println!("logged in as {username} (team {team})"),
@@ -298,7 +301,10 @@ fn warn_if_config_differs(home: &Home, base: &str) {
 }
 
 fn fail(e: &LoginError) -> ExitCode {
-    eprintln!("kitty-sync: login failed: {e}");
+    eprintln!(
+        "kitty-sync: login failed: {}",
+        kitty_cli_common::error_chain(e)
+    );
     ExitCode::from(e.exit_code())
 }
 

@@ -103,7 +103,7 @@ fn report(e: &EmitError) {
         }
         EmitError::QueueFull(m) => eprintln!("kitty-sync: warning: event refused: {m}"),
         EmitError::Forbidden(m) => eprintln!("kitty-sync: error: refused by the daemon: {m}"),
-        EmitError::Failed(m) => eprintln!("kitty-sync: error: {m}"),
+        e => eprintln!("kitty-sync: error: {}", kitty_cli_common::error_chain(e)),
     }
 }
 

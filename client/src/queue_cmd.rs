@@ -32,7 +32,7 @@ where
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) if unreachable(&e) => Err(not_running(&e)),
         Ok(Err(e)) => {
-            eprintln!("kitty-sync: error: {e}");
+            eprintln!("kitty-sync: error: {}", kitty_cli_common::error_chain(&e));
             Err(ExitCode::from(1))
         }
         Err(e) => {

@@ -6,19 +6,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kitty_proto::api::Status;
+use kitty_proto::api::{ConnectionState, Status};
 use serde::Serialize;
 
 use crate::status::{not_running, unreachable};
 use crate::{Client, TransportError};
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_TIMEOUT: Duration = kitty_cli_common::client_cli::SYNC_WAIT_TIMEOUT;
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// A daemon busy draining a large backlog may answer status slowly; that is
 /// not a daemon that is gone.
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
-/// The state in which nothing moves until someone logs in again.
-const AUTH_REQUIRED: &str = "AuthRequired";
 
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
@@ -40,7 +38,7 @@ pub struct SyncSummary {
     pub new_dead_letters: u64,
     /// Events still queued.
     pub remaining: u64,
-    pub state: String,
+    pub state: ConnectionState,
     pub last_error: Option<String>,
     pub timed_out: bool,
     /// The queue is empty and nothing new was set aside.
@@ -60,7 +58,7 @@ impl SyncSummary {
             errors: a.rejected.saturating_sub(b.rejected),
             new_dead_letters,
             remaining,
-            state: a.state.clone(),
+            state: a.state,
             last_error: a.last_error.clone(),
             timed_out,
             complete: remaining == 0 && new_dead_letters == 0,
@@ -86,10 +84,9 @@ impl SyncSummary {
             out.push(format!(
                 "{} events left in the queue (state {}{why})",
                 self.remaining,
-                if self.state.is_empty() {
-                    "unknown"
-                } else {
-                    &self.state
+                match self.state {
+                    ConnectionState::Unknown => "unknown",
+                    known => known.as_str(),
                 }
             ));
         }
@@ -100,7 +97,8 @@ impl SyncSummary {
                 self.new_dead_letters
             ));
         }
-        if self.state == AUTH_REQUIRED {
+        // Nothing moves until someone logs in again.
+        if self.state == ConnectionState::AuthRequired {
             out.push(format!(
                 "the server ended the session; log in again: \
                  kitty-sync login --server {server_url} --username USER"
@@ -139,7 +137,7 @@ fn failed(what: &str, e: &TransportError) -> ExitCode {
     if unreachable(e) {
         return not_running(e);
     }
-    eprintln!("kitty-sync: {what}: {e}");
+    eprintln!("kitty-sync: {what}: {}", kitty_cli_common::error_chain(e));
     ExitCode::from(1)
 }
 
@@ -173,8 +171,8 @@ pub async fn run(client: &Client, opts: SyncOptions) -> ExitCode {
             }
         };
         bar.set_position(progress(&before, &now).min(triggered.depth));
-        bar.set_message(now.uplink.state.clone());
-        if now.queue.depth == 0 || now.uplink.state == AUTH_REQUIRED {
+        bar.set_message(now.uplink.state.as_str());
+        if now.queue.depth == 0 || now.uplink.state == ConnectionState::AuthRequired {
             break (now, false);
         }
         if started.elapsed() >= opts.timeout {
@@ -240,7 +238,7 @@ mod tests {
             server_url: "https://s".into(),
             logged_in: true,
             username: None,
-            connection: uplink.state.clone(),
+            connection: uplink.state,
             supervisor: None,
             spooled: 0,
             spool_rejected: 0,
@@ -254,14 +252,14 @@ mod tests {
     }
 
     fn uplink(
-        state: &str,
+        state: ConnectionState,
         delivered: u64,
         duplicates: u64,
         rejected: u64,
         dead: u64,
     ) -> UplinkStatus {
         UplinkStatus {
-            state: state.into(),
+            state,
             delivered,
             duplicates,
             rejected,
@@ -272,8 +270,8 @@ mod tests {
 
     #[test]
     fn a_complete_sync() {
-        let before = status(10, uplink("Connected", 5, 1, 2, 1));
-        let after = status(0, uplink("Connected", 13, 3, 2, 1));
+        let before = status(10, uplink(ConnectionState::Connected, 5, 1, 2, 1));
+        let after = status(0, uplink(ConnectionState::Connected, 13, 3, 2, 1));
         let s = SyncSummary::between(&before, &after, false);
         assert_eq!(s.line(), "synced 8 / duplicates 2 / errors 0");
         assert!(s.complete);
@@ -283,8 +281,8 @@ mod tests {
 
     #[test]
     fn new_dead_letters_fail_the_sync() {
-        let before = status(3, uplink("Connected", 0, 0, 0, 0));
-        let after = status(0, uplink("Connected", 2, 0, 5, 1));
+        let before = status(3, uplink(ConnectionState::Connected, 0, 0, 0, 0));
+        let after = status(0, uplink(ConnectionState::Connected, 2, 0, 5, 1));
         let s = SyncSummary::between(&before, &after, false);
         assert_eq!(s.line(), "synced 2 / duplicates 0 / errors 5");
         assert!(!s.complete);
@@ -294,8 +292,8 @@ mod tests {
 
     #[test]
     fn what_is_left_is_named() {
-        let before = status(3, uplink("Connected", 0, 0, 0, 0));
-        let mut up = uplink("AuthRequired", 1, 0, 0, 0);
+        let before = status(3, uplink(ConnectionState::Connected, 0, 0, 0, 0));
+        let mut up = uplink(ConnectionState::AuthRequired, 1, 0, 0, 0);
         up.last_error = Some("refresh refused (401)".into());
         let s = SyncSummary::between(&before, &status(2, up), false);
         let p = s.problems(DEFAULT_TIMEOUT, "https://s").join("\n");
@@ -304,15 +302,19 @@ mod tests {
         assert!(p.contains("refresh refused (401)"), "{p}");
         assert!(p.contains("kitty-sync login --server https://s"), "{p}");
 
-        let s = SyncSummary::between(&before, &status(3, uplink("Offline", 0, 0, 0, 0)), true);
+        let s = SyncSummary::between(
+            &before,
+            &status(3, uplink(ConnectionState::Offline, 0, 0, 0, 0)),
+            true,
+        );
         let p = s.problems(Duration::from_secs(7), "https://s").join("\n");
         assert!(p.contains("after 7 s"), "{p}");
     }
 
     #[test]
     fn a_restarted_daemon_does_not_underflow() {
-        let before = status(3, uplink("Connected", 50, 5, 5, 5));
-        let after = status(0, uplink("Connected", 3, 0, 0, 0));
+        let before = status(3, uplink(ConnectionState::Connected, 50, 5, 5, 5));
+        let after = status(0, uplink(ConnectionState::Connected, 3, 0, 0, 0));
         let s = SyncSummary::between(&before, &after, false);
         assert_eq!(s.line(), "synced 0 / duplicates 0 / errors 0");
         assert_eq!(progress(&before, &after), 0);

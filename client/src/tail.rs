@@ -66,7 +66,7 @@ async fn run(client: &Client, opts: TailOptions) -> ExitCode {
                 return crate::status::not_running(&e);
             }
             Err(e) => {
-                eprintln!("kitty-sync: error: {e}");
+                eprintln!("kitty-sync: error: {}", kitty_cli_common::error_chain(&e));
                 return ExitCode::from(1);
             }
         };
@@ -107,7 +107,7 @@ async fn open(socket: &Path, after: Option<u64>) -> Result<hyper::body::Incoming
         .map_err(|_| TransportError::Timeout(deadline))??;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| TransportError::Failed(format!("cannot talk to the daemon: {e}")))?;
+        .map_err(|e| TransportError::broken("HTTP handshake", e))?;
     tokio::spawn(conn);
     let path = match after {
         Some(seq) => format!("/v1/feed?after={seq}"),
@@ -116,11 +116,11 @@ async fn open(socket: &Path, after: Option<u64>) -> Result<hyper::body::Incoming
     let req = Request::get(path)
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| TransportError::Failed(e.to_string()))?;
+        .map_err(|e| TransportError::broken("building the request", e))?;
     let res = tokio::time::timeout(deadline, sender.send_request(req))
         .await
         .map_err(|_| TransportError::Timeout(deadline))?
-        .map_err(|e| TransportError::Failed(format!("the daemon did not answer: {e}")))?;
+        .map_err(|e| TransportError::broken("the daemon did not answer", e))?;
     let status = res.status();
     if status == StatusCode::OK {
         return Ok(res.into_body());
@@ -161,7 +161,10 @@ async fn follow(
             None => break,
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                eprintln!("kitty-sync: error: the feed broke off: {e}");
+                eprintln!(
+                    "kitty-sync: error: the feed broke off: {}",
+                    kitty_cli_common::error_chain(&e)
+                );
                 return End::Exit(ExitCode::from(1));
             }
         };
@@ -357,7 +360,7 @@ mod tests {
             "13:47:09.123 committed  01J0  WPCreated WP02  lamport 8  from daemon"
         );
         let l = line(FeedEvent::State {
-            state: "Reconnecting".into(),
+            state: kitty_proto::api::ConnectionState::Reconnecting,
             error: Some("refused".into()),
         });
         assert_eq!(

@@ -60,7 +60,7 @@ fn status_of(f: &Fake) -> Status {
         server_url: "http://127.0.0.1:9".into(),
         logged_in: true,
         username: Some("alice".into()),
-        connection: f.uplink.state.clone(),
+        connection: f.uplink.state,
         supervisor: None,
         spooled: 0,
         spool_rejected: 0,
@@ -88,7 +88,7 @@ async fn status(State(s): State<Shared>) -> Json<Status> {
                 }
             }
             Script::AuthRequired => {
-                f.uplink.state = "AuthRequired".into();
+                f.uplink.state = kitty_proto::api::ConnectionState::AuthRequired;
                 f.uplink.last_error = Some("the server refused the refresh (401)".into());
             }
             Script::DeadLetter if f.depth > 0 => {
@@ -171,7 +171,7 @@ fn fake_daemon(home: &Path, script: Script, depth: u64) -> Shared {
         script,
         depth,
         uplink: UplinkStatus {
-            state: "Connected".into(),
+            state: kitty_proto::api::ConnectionState::Connected,
             delivered: 100,
             duplicates: 7,
             rejected: 3,

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use kitty_proto::VERSION;
-use kitty_proto::api::{ErrorBody, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER};
+use kitty_proto::api::{ErrorBody, ErrorCode, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -194,7 +194,7 @@ fn log_end(done: Result<(), hyper::Error>) {
 /// its request may take it for garbage instead of the refusal.
 async fn refuse(mut stream: UnixStream, _permit: OwnedSemaphorePermit) {
     let body = ErrorBody {
-        error: "forbidden".into(),
+        error: ErrorCode::Forbidden,
         message: "this daemon serves only the user that runs it".into(),
         field: None,
         rule: None,

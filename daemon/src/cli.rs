@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::service;
+use crate::unit_install;
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +41,7 @@ pub enum Command {
     /// Print a shell completion script for kitty-syncd.
     Completions {
         #[arg(value_enum)]
-        shell: kitty_sync::docs::Shell,
+        shell: kitty_cli_common::docs::Shell,
     },
     /// Print the man page of kitty-syncd (roff; `kitty-syncd man | man -l -`).
     Man,
@@ -69,19 +69,19 @@ pub struct ServiceArgs {
 }
 
 impl ServiceArgs {
-    pub fn kind(&self) -> service::Kind {
+    pub fn kind(&self) -> unit_install::Kind {
         if self.systemd {
-            service::Kind::Systemd
+            unit_install::Kind::Systemd
         } else if self.launchd {
-            service::Kind::Launchd
+            unit_install::Kind::Launchd
         } else {
-            service::Kind::for_this_os()
+            unit_install::Kind::for_this_os()
         }
     }
 
     /// The completions and man pages asked for.
-    pub fn extras(&self) -> service::Extras {
-        service::Extras {
+    pub fn extras(&self) -> unit_install::Extras {
+        unit_install::Extras {
             completions: self.completions,
             man: self.man,
         }

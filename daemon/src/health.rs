@@ -76,7 +76,7 @@ pub async fn hint(state: &AppState) -> Option<DeliveryHealth> {
 /// The same, from a status report being built.
 pub fn of_status(status: &Status, config: &Config) -> DeliveryHealth {
     DeliveryHealth {
-        state: status.connection.clone(),
+        state: status.connection,
         depth: status.queue.depth,
         oldest_age_secs: status.queue.oldest_age_secs,
         stale_after_secs: config.stale_after_secs,

@@ -18,13 +18,13 @@
 //! - [`health`]: the delivery-health hint on each 202.
 //! - [`logging`]: tracing output in the form its destination expects.
 //! - [`server`]: the socket API's routes: read, validate, answer.
-//! - [`service`]: `install` and `uninstall` of the systemd or launchd service.
 //! - [`settings`]: config.toml and credentials, followed while running.
 //! - [`socket_guard`]: keeps our socket file in place, or stops us when it is taken.
 //! - [`spool`]: queues what clients spooled while we did not answer.
-//! - [`startup`]: claims the home, recovers the clock, runs until a signal.
+//! - [`startup`]: the running daemon: claims the home, recovers the clock, serves, shuts down.
 //! - [`status`]: the status report of the running daemon.
-//! - [`supervise`]: the service manager's notify protocol and socket activation.
+//! - [`systemd_notify`]: the service manager's notify protocol, watchdog and socket activation.
+//! - [`unit_install`]: `install` and `uninstall` of the systemd unit or launchd agent.
 //! - [`uplink`]: delivers the queue to the server.
 //! - [`writer`]: stamps and group-commits through the ledger.
 
@@ -35,23 +35,24 @@ pub mod file_watch;
 pub mod health;
 pub mod logging;
 pub mod server;
-pub mod service;
 pub mod settings;
 pub mod socket_guard;
 pub mod spool;
 pub mod startup;
 pub mod status;
-pub mod supervise;
+pub mod systemd_notify;
+pub mod unit_install;
 pub mod uplink;
 pub mod writer;
 
 /// How the daemon was started, as systemd and launchd tell their children.
-pub fn supervisor() -> &'static str {
+pub fn supervisor() -> kitty_proto::api::Supervisor {
+    use kitty_proto::api::Supervisor;
     if std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some() {
-        "systemd"
+        Supervisor::Systemd
     } else if std::env::var_os("XPC_SERVICE_NAME").is_some_and(|v| v != "0") {
-        "launchd"
+        Supervisor::Launchd
     } else {
-        "manual"
+        Supervisor::Manual
     }
 }

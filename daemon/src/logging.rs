@@ -34,7 +34,12 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 const DEFAULT_FILTER: &str = "info";
 
 /// Our crates, which may log at every level.
-const OURS: &[&str] = &["kitty_syncd", "kitty_store", "kitty_proto", "kitty_sync"];
+const OURS: &[&str] = &[
+    "kitty_syncd",
+    "kitty_store",
+    "kitty_proto",
+    "kitty_cli_common",
+];
 /// The most any other crate may log.
 const OTHERS_AT_MOST: LevelFilter = LevelFilter::INFO;
 

@@ -3,9 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use kitty_cli_common::error_chain;
 use kitty_proto::home::Home;
 use kitty_syncd::cli::{Cli, Command, ServiceArgs};
-use kitty_syncd::service;
+use kitty_syncd::startup::{RunningDaemon, StartError};
+use kitty_syncd::unit_install;
 
 /// sysexits.h: a configuration file is broken.
 const EX_CONFIG: u8 = 78;
@@ -17,29 +19,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { log_file } => run(log_file),
-        Command::Status { json } => kitty_sync::status::main(json),
+        Command::Status { json } => kitty_cli_common::status::main(json),
         Command::Install(args) => manage(&args, true),
         Command::Uninstall(args) => manage(&args, false),
         Command::Version => {
             println!("kitty-syncd {}", kitty_proto::VERSION);
             ExitCode::SUCCESS
         }
-        Command::Completions { shell } => kitty_sync::docs::print_completions::<Cli>(shell),
-        Command::Man => kitty_sync::docs::print_man::<Cli>(),
+        Command::Completions { shell } => kitty_cli_common::docs::print_completions::<Cli>(shell),
+        Command::Man => kitty_cli_common::docs::print_man::<Cli>(),
     }
 }
 
 fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
     let home = match Home::from_env() {
         Ok(h) => h,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => return fail(&error_chain(&e), 1),
     };
     if let Err(e) = kitty_store::fsutil::ensure_private_dir(home.dir()) {
         return fail(&format!("cannot create {}: {e}", home.dir().display()), 1);
     }
     let socket = match home.socket_path() {
         Ok(s) => s,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => return fail(&error_chain(&e), 1),
     };
     let settings = match kitty_syncd::settings::load(&home) {
         Ok(s) => s,
@@ -65,45 +67,49 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
-    match runtime.block_on(kitty_syncd::startup::run(home, socket, settings)) {
+    let ran = runtime.block_on(async {
+        let mut running = RunningDaemon::start(home, socket, settings).await?;
+        let stop = running.wait().await;
+        running.shutdown(stop).await
+    });
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ kitty_syncd::startup::StartError::AlreadyRuns(_)) => {
-            fail(&e.to_string(), EX_ALREADY_RUNS)
-        }
+        Err(e @ StartError::AlreadyRuns(_)) => fail(&error_chain(&e), EX_ALREADY_RUNS),
         // A home or socket directory others can write is a configuration
         // error too, and no restart can fix it.
-        Err(e @ kitty_syncd::startup::StartError::UnsafeDir(_)) => fail(&e.to_string(), EX_CONFIG),
-        Err(e) => fail(&e.to_string(), 1),
+        Err(e @ StartError::UnsafeDir(_)) => fail(&error_chain(&e), EX_CONFIG),
+        Err(e) => fail(&error_chain(&e), 1),
     }
 }
 
 fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
-    let ctx = match service::Context::from_env() {
+    let ctx = match unit_install::Context::from_env() {
         Ok(c) => c,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => return fail(&error_chain(&e), 1),
     };
     let kind = args.kind();
     let extras = args.extras();
     if args.dry_run {
         let text = if install {
-            service::install_plan(kind, &ctx, extras).map(|p| service::describe_install(&p))
+            unit_install::install_plan(kind, &ctx, extras)
+                .map(|p| unit_install::describe_install(&p))
         } else {
-            Ok(service::describe_uninstall(&service::uninstall_plan(
-                kind, &ctx,
-            )))
+            Ok(unit_install::describe_uninstall(
+                &unit_install::uninstall_plan(kind, &ctx),
+            ))
         };
         return match text {
             Ok(t) => {
                 print!("{t}");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e.to_string(), 1),
+            Err(e) => fail(&error_chain(&e), 1),
         };
     }
     let done = if install {
-        service::install(kind, &ctx, extras)
+        unit_install::install(kind, &ctx, extras)
     } else {
-        service::uninstall(kind, &ctx)
+        unit_install::uninstall(kind, &ctx)
     };
     match done {
         Ok(t) => {
@@ -118,7 +124,7 @@ fn manage(args: &ServiceArgs, install: bool) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.to_string(), 1),
+        Err(e) => fail(&error_chain(&e), 1),
     }
 }
 

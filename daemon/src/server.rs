@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kitty_proto::api::{
-    EmitResponse, ErrorBody, Health, PROTOCOL, PROTOCOL_HEADER, QueueView, VERSION_HEADER,
+    EmitResponse, ErrorBody, ErrorCode, Health, PROTOCOL, PROTOCOL_HEADER, QueueView,
+    VERSION_HEADER,
 };
 use kitty_proto::home::Home;
 use kitty_proto::{MAX_BODY_BYTES, VERSION, parse_events_request};
@@ -70,14 +71,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 "no such endpoint; see /v1/health".into(),
             )
         })
         .method_not_allowed_fallback(|| async {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "method not allowed here".into(),
             )
         })
@@ -116,14 +117,14 @@ async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next:
     tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, "refused a connection from another user");
     error(
         StatusCode::FORBIDDEN,
-        "forbidden",
+        ErrorCode::Forbidden,
         "this daemon serves only the user that runs it".into(),
     )
 }
 
-pub fn error(status: StatusCode, code: &str, message: String) -> Response {
+pub fn error(status: StatusCode, code: ErrorCode, message: String) -> Response {
     let body = ErrorBody {
-        error: code.into(),
+        error: code,
         message,
         field: None,
         rule: None,
@@ -153,14 +154,14 @@ async fn post_events(State(state): State<AppState>, req: Request) -> Response {
             // The code and the rule, not the message: a JSON error can quote the body.
             tracing::debug!(
                 status = status.as_u16(),
-                error = e.code(),
+                error = %e.code(),
                 field = field.as_deref(),
                 rule = rule.as_deref(),
                 index,
                 "rejected a request"
             );
             let body = ErrorBody {
-                error: e.code().into(),
+                error: e.code(),
                 message: e.to_string(),
                 field,
                 rule,
@@ -200,16 +201,18 @@ fn commit_refused(e: CommitError) -> Response {
     match e {
         CommitError::QueueFull { .. } => error(
             StatusCode::INSUFFICIENT_STORAGE,
-            "queue_full",
+            ErrorCode::QueueFull,
             e.to_string(),
         ),
         // Permanent: no value is left to issue, so falling back cannot help.
-        CommitError::ClockExhausted { .. } => {
-            error(StatusCode::CONFLICT, "clock_exhausted", e.to_string())
-        }
+        CommitError::ClockExhausted { .. } => error(
+            StatusCode::CONFLICT,
+            ErrorCode::ClockExhausted,
+            e.to_string(),
+        ),
         CommitError::Storage(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
+            ErrorCode::StorageError,
             e.to_string(),
         ),
     }
@@ -222,7 +225,7 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
     else {
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!(
                 "the request body did not arrive within {} s",
                 BODY_TIMEOUT.as_secs()
@@ -237,13 +240,13 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
             Err(if too_large {
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge,
                     format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
                 )
             } else {
                 error(
                     StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("cannot read the request body: {e}"),
                 )
             })
@@ -309,7 +312,7 @@ async fn get_dead(
 ) -> Response {
     let limit = match limit(&q) {
         Ok(l) => l,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
+        Err(msg) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg),
     };
     let result = async {
         let mut conn = reader(&state).await?;
@@ -348,7 +351,7 @@ async fn get_queue(
 ) -> Response {
     let limit = match limit(&q) {
         Ok(l) => l,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
+        Err(msg) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg),
     };
     let result = async {
         let mut conn = reader(&state).await?;
@@ -370,7 +373,7 @@ fn json_or_500<T: serde::Serialize>(result: Result<T, kitty_store::StoreError>) 
         Ok(v) => Json(v).into_response(),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
+            ErrorCode::StorageError,
             e.to_string(),
         ),
     }

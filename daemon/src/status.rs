@@ -24,11 +24,11 @@ pub async fn report(state: &AppState) -> Result<Status, kitty_store::StoreError>
     status.uptime_secs = Some(state.started.elapsed().as_secs());
     status.clock.value = *state.clock.borrow();
     status.clock.node_id = state.node_id.clone();
-    status.supervisor = Some(crate::supervisor().into());
+    status.supervisor = Some(crate::supervisor());
     status.config_loaded_at = Some(kitty_proto::rules::format_utc(settings.config_loaded_at));
     status.uplink = state.uplink.snapshot();
     status.uplink.dead_letters = kitty_store::outbox::dead_count(&mut conn).await?;
-    status.connection = status.uplink.state.clone();
+    status.connection = status.uplink.state;
     let writer = state.writer.health();
     let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(kitty_proto::rules::format_utc);
     status.writer = kitty_proto::api::WriterStatus {

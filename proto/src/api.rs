@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::vocab::{ConnectionState, ErrorCode, Supervisor};
+
 /// Header carried by every answer of the socket API.
 pub const VERSION_HEADER: &str = "x-kitty-syncd-version";
 /// Header carried by every answer: the daemon's [`PROTOCOL`].
@@ -28,8 +30,7 @@ pub struct EmitResponse {
 /// `POST /v1/events` (so `emit` needs no second request) and by `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryHealth {
-    /// The connection state (`Connected`, ..., `AuthRequired`).
-    pub state: String,
+    pub state: ConnectionState,
     /// Events waiting in the queue.
     pub depth: u64,
     /// Age of the oldest of them, seconds.
@@ -54,7 +55,7 @@ impl DeliveryHealth {
         if self.depth == 0 {
             return None;
         }
-        if self.state == "AuthRequired" {
+        if self.state == ConnectionState::AuthRequired {
             return Some(Stuck::AuthRequired);
         }
         match self.oldest_age_secs {
@@ -82,10 +83,7 @@ pub struct Accepted {
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A short code: `invalid_json`, `invalid_event`, `payload_too_large`,
-    /// `queue_full`, `forbidden`, `not_found`, `bad_request`, `storage_error`,
-    /// `shutting_down`.
-    pub error: String,
+    pub error: ErrorCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -149,10 +147,10 @@ pub struct Status {
     pub server_url: String,
     pub logged_in: bool,
     pub username: Option<String>,
-    /// `Connected`, `Reconnecting`, `Offline`, `OfflineBatchMode`, `AuthRequired`.
-    pub connection: String,
-    /// How the daemon was started: `systemd`, `launchd` or `manual`.
-    pub supervisor: Option<String>,
+    /// The same as `uplink.state`.
+    pub connection: ConnectionState,
+    /// How the daemon was started (a running daemon only).
+    pub supervisor: Option<Supervisor>,
     /// Files waiting in the spool for a daemon to stamp them (or to set aside).
     pub spooled: u64,
     /// Spool files set aside in `spool/rejected/`, never to be queued: invalid,
@@ -207,8 +205,7 @@ impl Default for WriterStatus {
 /// What the uplink is doing; `state` is also `Status::connection`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UplinkStatus {
-    /// `Connected`, `Reconnecting`, `Offline`, `OfflineBatchMode`, `AuthRequired`.
-    pub state: String,
+    pub state: ConnectionState,
     /// Last time the server confirmed events (RFC 3339).
     pub last_sync_at: Option<String>,
     pub last_error: Option<String>,
@@ -349,7 +346,7 @@ pub enum FeedEvent {
         protocol: u32,
         pid: u32,
         /// The connection state right now.
-        state: String,
+        state: ConnectionState,
         /// The seq of the last line published before this feed began.
         #[serde(default)]
         last_seq: u64,
@@ -385,7 +382,7 @@ pub enum FeedEvent {
     Dead { event_id: String },
     /// The connection state changed.
     State {
-        state: String,
+        state: ConnectionState,
         #[serde(default)]
         error: Option<String>,
     },
@@ -408,21 +405,22 @@ mod tests {
 
     #[test]
     fn stuck_means_events_wait_without_a_session_or_too_long() {
-        let h = |state: &str, depth, age| DeliveryHealth {
-            state: state.into(),
+        use ConnectionState::*;
+        let h = |state, depth, age| DeliveryHealth {
+            state,
             depth,
             oldest_age_secs: age,
             stale_after_secs: 3600,
         };
-        assert_eq!(h("Connected", 3, Some(10)).stuck(), None);
-        assert_eq!(h("AuthRequired", 0, None).stuck(), None, "nothing waits");
+        assert_eq!(h(Connected, 3, Some(10)).stuck(), None);
+        assert_eq!(h(AuthRequired, 0, None).stuck(), None, "nothing waits");
         assert_eq!(
-            h("AuthRequired", 1, Some(0)).stuck(),
+            h(AuthRequired, 1, Some(0)).stuck(),
             Some(Stuck::AuthRequired)
         );
-        assert_eq!(h("Connected", 5, Some(3600)).stuck(), None);
+        assert_eq!(h(Connected, 5, Some(3600)).stuck(), None);
         assert_eq!(
-            h("Reconnecting", 5, Some(3601)).stuck(),
+            h(Reconnecting, 5, Some(3601)).stuck(),
             Some(Stuck::Old {
                 age_secs: 3601,
                 threshold_secs: 3600
@@ -430,9 +428,34 @@ mod tests {
         );
         let off = DeliveryHealth {
             stale_after_secs: 0,
-            ..h("Offline", 5, Some(99_999))
+            ..h(Offline, 5, Some(99_999))
         };
         assert_eq!(off.stuck(), None, "0 turns the age check off");
+    }
+
+    #[test]
+    fn an_error_body_is_as_the_socket_api_has_always_spelled_it() {
+        let body = ErrorBody {
+            error: ErrorCode::InvalidEvent,
+            message: "m".into(),
+            field: Some("payload.wp_id".into()),
+            rule: Some("wp_id".into()),
+            index: Some(2),
+            version: "0.1.0".into(),
+        };
+        let text = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            text,
+            r#"{"error":"invalid_event","message":"m","field":"payload.wp_id","rule":"wp_id","index":2,"version":"0.1.0"}"#
+        );
+        assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), body);
+        let bare: ErrorBody =
+            serde_json::from_str(r#"{"error":"queue_full","message":"m","version":"v"}"#).unwrap();
+        assert_eq!(bare.error, ErrorCode::QueueFull);
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"error":"queue_full","message":"m","version":"v"}"#
+        );
     }
 
     #[test]

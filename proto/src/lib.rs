@@ -10,6 +10,7 @@
 //! - [`request`]: parsing a `POST /v1/events` body into validated submissions.
 //! - [`unique_keys`]: finding a key one JSON object repeats.
 //! - [`api`]: the JSON shapes of the socket API's answers.
+//! - [`vocab`]: its fixed words: connection states, error codes, supervisor kinds.
 //! - [`home`]: where `<home>` is and the files in it.
 //! - [`service`]: where the systemd and launchd service files live and their names.
 //! - [`session`]: a login session's tokens and when they expire.
@@ -24,6 +25,7 @@ pub mod rules;
 pub mod service;
 pub mod session;
 pub mod unique_keys;
+pub mod vocab;
 
 pub use draft::Draft;
 pub use envelope::{Envelope, RelayedEnvelope};

@@ -64,11 +64,12 @@ impl RequestError {
     }
 
     /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::vocab::ErrorCode {
+        use crate::vocab::ErrorCode;
         match self {
-            Self::TooLarge { .. } => "payload_too_large",
-            Self::InvalidJson(_) => "invalid_json",
-            Self::Invalid { .. } => "invalid_event",
+            Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::InvalidJson(_) => ErrorCode::InvalidJson,
+            Self::Invalid { .. } => ErrorCode::InvalidEvent,
         }
     }
 }

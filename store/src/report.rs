@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kitty_proto::api::{ClockStatus, QueueStats, Status};
+use kitty_proto::api::{ClockStatus, ConnectionState, QueueStats, Status};
 use kitty_proto::home::Home;
 
 use crate::clockfile;
@@ -35,7 +35,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         server_url: config.server_url.clone(),
         logged_in: c.is_some_and(|c| c.logged_in(now)),
         username: c.and_then(|c| c.username.clone()),
-        connection: "Offline".into(),
+        connection: ConnectionState::Offline,
         supervisor: None,
         spooled: spool::list(home).map_or(0, |f| f.len() as u64),
         spool_rejected: spool::rejected_count(home),
@@ -43,7 +43,7 @@ pub fn base(home: &Home, socket: &Path, config: &Config, creds: &CredentialsFile
         config_loaded_at: None,
         refused: count_lines(&home.refused_log()),
         uplink: kitty_proto::api::UplinkStatus {
-            state: "Offline".into(),
+            state: ConnectionState::Offline,
             ..Default::default()
         },
         writer: Default::default(),

@@ -661,7 +661,7 @@ impl UplinkApi for Api {
     fn wait_state(&self, state: &str, timeout: Duration) -> UplinkStatus {
         wait_until(&format!("uplink state {state}"), timeout, || {
             let u = self.uplink();
-            if u.state == state {
+            if u.state.as_str() == state {
                 Ok(u)
             } else {
                 Err(format!("{u:?}"))

@@ -624,7 +624,7 @@ fn status_names_the_supervisor_and_how_to_start_it() {
     let out = home.daemon_cmd(&["status", "--json"]);
     out.assert_code(0);
     let s: kitty_proto::api::Status = out.json();
-    assert_eq!(s.supervisor.as_deref(), Some("systemd"));
+    assert_eq!(s.supervisor.map(|k| k.as_str()), Some("systemd"));
     d.stop_gracefully();
 
     // Installed as a user unit: the hint is the systemctl command.

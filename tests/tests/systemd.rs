@@ -138,7 +138,7 @@ fn install_restart_reload_stop_activation_and_uninstall_under_a_real_user_manage
     assert_eq!(s.is_active(SERVICE), "active", "{}", um.describe(SERVICE));
     assert_eq!(s.is_active(SOCKET), "active");
     let status = home.api().status();
-    assert_eq!(status.supervisor.as_deref(), Some("systemd"));
+    assert_eq!(status.supervisor.map(|k| k.as_str()), Some("systemd"));
     assert_eq!(
         um.show(SERVICE, "StatusText").split(',').next(),
         Some("queue 0 events")

@@ -135,7 +135,7 @@ fn ten_refused_websocket_attempts_are_offline_batch_mode_until_one_succeeds() {
     let mut seen = Vec::new();
     let up = wait_until("OfflineBatchMode", DRAIN_GUARD, || {
         let up = api.uplink();
-        seen.push((up.consecutive_failures, up.state.clone()));
+        seen.push((up.consecutive_failures, up.state));
         if up.state == "OfflineBatchMode" {
             return Ok(up);
         }

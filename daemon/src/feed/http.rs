@@ -20,7 +20,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kitty_proto::VERSION;
-use kitty_proto::api::{FeedEvent, FeedLine, PROTOCOL};
+use kitty_proto::api::{ErrorCode, FeedEvent, FeedLine, PROTOCOL};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ pub async fn get_feed(
 ) -> Response {
     let after = match start_from(&q) {
         Ok(a) => a,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
+        Err(msg) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg),
     };
     let feed = state.uplink.feed.clone();
     let sub = feed.subscribe(after);
@@ -241,8 +241,8 @@ mod tests {
             last: false,
             done: false,
         };
-        feed.state("A", None);
-        feed.state("B", None);
+        feed.state(kitty_proto::api::ConnectionState::Offline, None);
+        feed.state(kitty_proto::api::ConnectionState::Connected, None);
         stop_tx.send(true).unwrap();
         let mut text = String::new();
         while let Some(chunk) = r.next_chunk().await {

@@ -16,7 +16,7 @@ mod http;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use kitty_proto::api::{Accepted, FeedEvent, FeedLine};
+use kitty_proto::api::{Accepted, ConnectionState, FeedEvent, FeedLine};
 use kitty_proto::request::Submission;
 use kitty_store::outbox::Verdict;
 use kitty_store::{CommitError, Job};
@@ -194,9 +194,9 @@ impl Feed {
     }
 
     /// The uplink's hook: the connection state is now `state`.
-    pub fn state(&self, state: &str, error: Option<&str>) {
+    pub fn state(&self, state: ConnectionState, error: Option<&str>) {
         self.publish([FeedEvent::State {
-            state: state.into(),
+            state,
             error: error.map(str::to_owned),
         }]);
     }
@@ -247,8 +247,8 @@ mod tests {
 
     fn state_line(n: usize) -> FeedEvent {
         FeedEvent::State {
-            state: format!("S{n}"),
-            error: None,
+            state: ConnectionState::Reconnecting,
+            error: Some(format!("attempt {n}")),
         }
     }
 
@@ -275,12 +275,12 @@ mod tests {
         assert_eq!(sub.backlog[0].event, state_line(3));
         assert_eq!(sub.backlog[0].seq, Some(4));
         assert_eq!(sub.last_seq, HISTORY as u64 + 3);
-        feed.state("later", Some("why"));
+        feed.state(ConnectionState::AuthRequired, Some("why"));
         let live = sub.live.try_recv().unwrap();
         assert_eq!(
             live.event,
             FeedEvent::State {
-                state: "later".into(),
+                state: ConnectionState::AuthRequired,
                 error: Some("why".into())
             }
         );

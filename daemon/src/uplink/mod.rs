@@ -40,6 +40,7 @@ mod status;
 mod target;
 mod ws;
 
+use kitty_proto::api::ConnectionState;
 use kitty_proto::home::Home;
 use tokio::sync::watch;
 
@@ -58,12 +59,16 @@ pub struct UplinkCtx {
 }
 
 /// The state before the first attempt: waiting for a login, or about to try.
-pub fn initial_state(settings: &crate::settings::Settings) -> &'static str {
+pub fn initial_state(settings: &crate::settings::Settings) -> ConnectionState {
     let logged_in = settings
         .credentials
         .credentials()
         .is_some_and(|c| c.logged_in(chrono::Utc::now()));
-    if logged_in { "Offline" } else { "AuthRequired" }
+    if logged_in {
+        ConnectionState::Offline
+    } else {
+        ConnectionState::AuthRequired
+    }
 }
 
 pub fn spawn(ctx: UplinkCtx) -> tokio::task::JoinHandle<()> {

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use kitty_proto::api::{InFlight, UplinkStatus};
+use kitty_proto::api::{ConnectionState, InFlight, UplinkStatus};
 use kitty_proto::rules::format_utc;
 use tokio::sync::Notify;
 
@@ -22,9 +22,9 @@ pub struct UplinkShared {
 
 impl UplinkShared {
     /// Starts in `state`, so that `status` is right from the first request.
-    pub fn new(state: &str) -> Self {
+    pub fn new(state: ConnectionState) -> Self {
         let shared = Self::default();
-        shared.update(|s| s.state = state.into());
+        shared.update(|s| s.state = state);
         shared
     }
 
@@ -43,10 +43,10 @@ impl UplinkShared {
     /// Changes the status; a change of state is reported to the feed.
     pub fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let was = s.state.clone();
+        let was = s.state;
         f(&mut s);
         if s.state != was {
-            self.feed.state(&s.state, s.last_error.as_deref());
+            self.feed.state(s.state, s.last_error.as_deref());
         }
     }
 
@@ -62,7 +62,7 @@ impl UplinkShared {
     /// the two clocks, to turn the next retry into a time of day.
     pub fn publish(&self, r: Report, now: Instant, wall: DateTime<Utc>) {
         self.update(|s| {
-            s.state = r.state.into();
+            s.state = r.state;
             s.consecutive_failures = r.consecutive_failures;
             s.next_retry_at = r
                 .next_retry

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use kitty_proto::api::ConnectionState;
 use kitty_store::outbox::{Applied, Cursor, Verdict};
 use serde_json::Value;
 
@@ -182,7 +183,7 @@ pub struct Counters {
 /// The uplink as `status` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    pub state: &'static str,
+    pub state: ConnectionState,
     pub consecutive_failures: u32,
     /// When the next attempt is due, while backing off.
     pub next_retry: Option<Instant>,

@@ -26,6 +26,7 @@ mod tests_session;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use kitty_proto::api::ConnectionState;
 use kitty_store::outbox::{Cursor, Verdict};
 use serde_json::Value;
 
@@ -297,7 +298,7 @@ impl Planner {
         }
         Report {
             state: if offline {
-                "Offline"
+                ConnectionState::Offline
             } else {
                 self.state.name()
             },

@@ -70,7 +70,7 @@ impl Sim {
         self.p.on(self.now, event)
     }
 
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> ConnectionState {
         self.p.state().name()
     }
 

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use kitty_proto::api::ConnectionState;
+
 use super::WS_FAILURES_FOR_BATCH_MODE;
 
 /// The connection states of CONTRACT.md §4, plus `AuthRequired`.
@@ -55,13 +57,14 @@ impl Link {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    /// What `status` calls it.
+    pub fn name(&self) -> ConnectionState {
         match self {
-            Self::Offline { .. } => "Offline",
-            Self::Connected(_) => "Connected",
-            Self::Reconnecting { .. } => "Reconnecting",
-            Self::OfflineBatchMode { .. } => "OfflineBatchMode",
-            Self::AuthRequired { .. } => "AuthRequired",
+            Self::Offline { .. } => ConnectionState::Offline,
+            Self::Connected(_) => ConnectionState::Connected,
+            Self::Reconnecting { .. } => ConnectionState::Reconnecting,
+            Self::OfflineBatchMode { .. } => ConnectionState::OfflineBatchMode,
+            Self::AuthRequired { .. } => ConnectionState::AuthRequired,
         }
     }
 

@@ -75,7 +75,7 @@ fn a_tcp_probe_every_second_while_unreachable_brings_delivery_back_within_one() 
         batch.contains(&last_probe),
         "a batch at once too: {batch:?}"
     );
-    assert_eq!(s.state(), "Connected");
+    assert_eq!(s.state(), ConnectionState::Connected);
 }
 
 #[test]
@@ -92,10 +92,10 @@ fn offline_batch_mode_after_exactly_ten_failed_attempts_and_back_when_one_succee
             s.on(Event::BatchEmpty);
         }
     }
-    let mut want = vec!["Reconnecting"; 9];
-    want.extend(["OfflineBatchMode"; 3]);
+    let mut want = vec![ConnectionState::Reconnecting; 9];
+    want.extend([ConnectionState::OfflineBatchMode; 3]);
     assert_eq!(states, want);
-    assert_eq!(s.published().state, "OfflineBatchMode");
+    assert_eq!(s.published().state, ConnectionState::OfflineBatchMode);
 
     s.on(Event::Committed);
     assert_eq!(
@@ -107,7 +107,10 @@ fn offline_batch_mode_after_exactly_ten_failed_attempts_and_back_when_one_succee
     assert_eq!(s.expect(secs(600.0)), Action::OpenWs);
     s.on(Event::WsOpened);
     let r = s.published();
-    assert_eq!((r.state, r.consecutive_failures), ("Connected", 0));
+    assert_eq!(
+        (r.state, r.consecutive_failures),
+        (ConnectionState::Connected, 0)
+    );
 }
 
 #[test]
@@ -125,7 +128,7 @@ fn heartbeat_every_20_s_and_a_minute_of_silence_is_a_dead_link() {
     assert_eq!(pings, [20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 140.0]);
     let closed = times(&log, |a| *a == Action::CloseWs);
     assert_eq!(closed, [160.0], "a minute after the last frame, at 100 s");
-    assert_ne!(s.state(), "Connected");
+    assert_ne!(s.state(), ConnectionState::Connected);
 }
 
 #[test]
@@ -211,5 +214,5 @@ fn shutdown_applies_what_is_pending_closes_the_websocket_and_stops() {
     assert!(matches!(s.expect(s.at()), Action::Apply(_)));
     s.on(applied(&[("a".into(), Verdict::Accepted)]));
     assert_eq!(s.expect(s.at()), Action::Stop);
-    assert_eq!(s.report.as_ref().unwrap().state, "Offline");
+    assert_eq!(s.report.as_ref().unwrap().state, ConnectionState::Offline);
 }

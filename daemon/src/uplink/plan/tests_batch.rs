@@ -80,7 +80,7 @@ fn the_queue_is_flushed_every_flush_interval() {
     // (`BatchEmpty`), so an empty queue costs no request to the server.
     let posts = times(&log, |a| *a == Action::PostBatch);
     assert_eq!(posts, [0.0, 300.0, 600.0, 900.0]);
-    assert_eq!(s.state(), "Connected");
+    assert_eq!(s.state(), ConnectionState::Connected);
 }
 
 #[test]

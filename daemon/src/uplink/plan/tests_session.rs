@@ -14,7 +14,7 @@ fn a_refused_refresh_is_auth_required_until_the_credentials_change() {
     s.on(Event::SessionOver(
         "the server refused the refresh (401)".into(),
     ));
-    assert_eq!(s.published().state, "AuthRequired");
+    assert_eq!(s.published().state, ConnectionState::AuthRequired);
     // Nothing is tried, nothing is deleted, whatever happens meanwhile.
     for e in [
         Event::Committed,
@@ -26,19 +26,19 @@ fn a_refused_refresh_is_auth_required_until_the_credentials_change() {
         s.on(e);
         assert_eq!(s.request(secs(86_400.0)), None, "still waiting");
     }
-    assert_eq!(s.published().state, "AuthRequired");
+    assert_eq!(s.published().state, ConnectionState::AuthRequired);
     assert_eq!(s.published().next_retry, None);
     s.on(Event::Credentials(Ok(())));
     assert_eq!(s.expect(s.at()), Action::OpenWs, "at once");
     s.on(Event::WsOpened);
-    assert_eq!(s.published().state, "Connected");
+    assert_eq!(s.published().state, ConnectionState::Connected);
 }
 
 #[test]
 fn without_a_session_at_start_nothing_is_tried() {
     let mut s = Sim::with_session(config(5, 300), Err("not logged in".into()));
     assert_eq!(s.request(secs(3600.0)), None);
-    assert_eq!(s.published().state, "AuthRequired");
+    assert_eq!(s.published().state, ConnectionState::AuthRequired);
     s.on(Event::Credentials(Ok(())));
     assert_eq!(s.expect(s.at()), Action::OpenWs);
 }
@@ -101,7 +101,7 @@ fn a_new_server_url_starts_over_and_an_unusable_one_waits_for_the_next() {
     s.on(Event::Config(bad));
     assert_eq!(s.request(secs(86_400.0)), None, "nothing to talk to");
     let r = s.published();
-    assert_eq!(r.state, "Offline");
+    assert_eq!(r.state, ConnectionState::Offline);
     assert!(r.last_error.unwrap().contains("https"));
     let mut good = config(5, 300);
     good.target = Target::parse("https://other.example");
@@ -117,6 +117,6 @@ fn an_unusable_server_url_at_start_says_why() {
     let mut s = Sim::new(bad);
     assert_eq!(s.request(secs(3600.0)), None);
     let r = s.published();
-    assert_eq!(r.state, "Offline");
+    assert_eq!(r.state, ConnectionState::Offline);
     assert!(r.last_error.unwrap().contains("use https"));
 }

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kitty_proto::api::Status;
-
-use crate::Client;
+use hyper::Method;
+use kitty_proto::api::{Status, Supervisor};
+use kitty_proto::home::Home;
 
 /// Exit status when no daemon answers.
 pub const NOT_RUNNING: u8 = 3;
@@ -16,18 +16,26 @@ pub const STUCK: u8 = 4;
 const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 
 pub fn main(json: bool) -> ExitCode {
-    let client = match Client::from_env() {
-        Ok(c) => c.with_deadline(STATUS_DEADLINE),
+    let (home, socket) = match Home::from_env().and_then(|h| Ok((h.socket_path()?, h))) {
+        Ok((socket, home)) => (home, socket),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
     let result = crate::block_on(async {
-        match client.status().await {
+        let asked = crate::transport::call_json::<Status>(
+            &socket,
+            Method::GET,
+            "/v1/status",
+            None,
+            STATUS_DEADLINE,
+        )
+        .await;
+        match asked {
             Ok(s) => (s, None),
             Err(e) => {
-                let mut s = kitty_store::report::from_disk(client.home(), client.socket()).await;
+                let mut s = kitty_store::report::from_disk(&home, &socket).await;
                 s.start_hint = Some(start_hint());
                 (s, Some(e))
             }
@@ -48,7 +56,7 @@ pub fn main(json: bool) -> ExitCode {
                 protocol: status.protocol,
                 version: Some(&status.version),
                 pid: status.pid,
-                supervisor: status.supervisor.as_deref(),
+                supervisor: status.supervisor,
             })
         })
         .flatten();
@@ -65,11 +73,11 @@ pub fn main(json: bool) -> ExitCode {
             );
         }
         if let Some(c) = &stuck {
-            println!("DELIVERY STUCK: {}", c.describe(client.home()));
+            println!("DELIVERY STUCK: {}", c.describe(&home));
         }
         print!("{}", render(&status));
         if let Some(why) = why {
-            eprintln!("({why})");
+            eprintln!("({})", crate::error_chain(&why));
         }
     }
     if !status.running {
@@ -145,8 +153,8 @@ pub fn render(s: &Status) -> String {
             "running (pid {}, up {}, {})",
             s.pid.map_or("?".into(), |p| p.to_string()),
             s.uptime_secs.map_or("?".into(), human_duration),
-            match s.supervisor.as_deref() {
-                Some("manual") | None => "started by hand".to_owned(),
+            match s.supervisor {
+                Some(Supervisor::Manual) | None => "started by hand".to_owned(),
                 Some(other) => format!("under {other}"),
             }
         )
@@ -238,7 +246,7 @@ pub fn render(s: &Status) -> String {
     ));
     let u = &s.uplink;
     let connection = match (u.consecutive_failures, &u.next_retry_at) {
-        (0, _) | (_, None) => s.connection.clone(),
+        (0, _) | (_, None) => s.connection.to_string(),
         (n, Some(at)) => format!("{} ({n} failures in a row; next try {at})", s.connection),
     };
     rows.push(("connection", connection));

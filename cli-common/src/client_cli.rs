@@ -1,8 +1,13 @@
-//! The command line of `kitty-sync`, as a library item so that shell
-//! completions and man pages are generated from the one definition, by
-//! `kitty-sync` and by `kitty-syncd install` alike.
+//! The command line of `kitty-sync`, here rather than in the client so that
+//! its shell completions and man page are generated from the one definition,
+//! by `kitty-sync` and by `kitty-syncd install` alike.
+
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+/// How long `kitty-sync sync --wait` waits by default.
+pub const SYNC_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +50,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up waiting after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = crate::sync::DEFAULT_TIMEOUT.as_secs())]
+        #[arg(long, value_name = "SECS", default_value_t = SYNC_WAIT_TIMEOUT.as_secs())]
         timeout: u64,
         /// Print the result as JSON.
         #[arg(long)]

@@ -7,7 +7,7 @@
 //!
 //! [`PROTOCOL_UNNUMBERED`]: kitty_proto::api::PROTOCOL_UNNUMBERED
 
-use kitty_proto::api::PROTOCOL;
+use kitty_proto::api::{PROTOCOL, Supervisor};
 use kitty_proto::home::Home;
 
 /// What the daemon said about itself.
@@ -16,8 +16,8 @@ pub struct Daemon<'a> {
     pub protocol: u32,
     pub version: Option<&'a str>,
     pub pid: Option<u32>,
-    /// How it was started (`systemd`, `launchd`, `manual`), when known.
-    pub supervisor: Option<&'a str>,
+    /// How it was started, when known.
+    pub supervisor: Option<Supervisor>,
 }
 
 /// "daemon needs restart: ..." when the daemon speaks another protocol.
@@ -64,7 +64,7 @@ mod tests {
             protocol: 1,
             version: Some("0.1.0"),
             pid: Some(42),
-            supervisor: Some("systemd"),
+            supervisor: Some(Supervisor::Systemd),
         };
         let text = describe(&old).unwrap();
         assert!(

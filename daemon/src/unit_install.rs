@@ -2,7 +2,7 @@
 //! launchd agent from the templates in `systemd/` and `launchd/` with this
 //! binary's real path and this user's home, write them, and have the service
 //! manager enable and start them; with `--completions` and `--man`, also the
-//! shell completions and man pages of both binaries ([`kitty_sync::docs`]).
+//! shell completions and man pages of both binaries ([`kitty_cli_common::docs`]).
 //! `--dry-run` prints exactly what would be written and run.
 
 use std::path::{Path, PathBuf};
@@ -56,9 +56,14 @@ pub enum ServiceError {
         kind: &'static str,
         verb: &'static str,
     },
+    /// Something about this machine that the service cannot be made for.
     #[error("{0}")]
     Path(String),
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot find this binary's path")]
+    Binary(#[source] std::io::Error),
+    #[error(transparent)]
+    Home(#[from] kitty_proto::home::HomeError),
+    #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
         path: String,
@@ -89,15 +94,13 @@ impl Context {
     pub fn from_env() -> Result<Self, ServiceError> {
         let binary = std::env::current_exe()
             .and_then(|p| p.canonicalize())
-            .map_err(|e| ServiceError::Path(format!("cannot find this binary's path: {e}")))?;
+            .map_err(ServiceError::Binary)?;
         let user_home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
             .ok_or_else(|| ServiceError::Path("HOME is not set".into()))?;
-        let state = Home::from_env().map_err(|e| ServiceError::Path(e.to_string()))?;
-        let socket = state
-            .socket_path()
-            .map_err(|e| ServiceError::Path(e.to_string()))?;
+        let state = Home::from_env()?;
+        let socket = state.socket_path()?;
         Ok(Self {
             binary,
             user_home,
@@ -146,9 +149,9 @@ pub struct Extra {
 
 /// The completions and man pages of both binaries that `want` asks for.
 fn extra_files(ctx: &Context, want: Extras) -> Vec<Extra> {
-    use kitty_sync::docs::{self, Shell};
+    use kitty_cli_common::docs::{self, Shell};
     let commands = [
-        <kitty_sync::cli::Cli as clap::CommandFactory>::command(),
+        <kitty_cli_common::client_cli::Cli as clap::CommandFactory>::command(),
         <crate::cli::Cli as clap::CommandFactory>::command(),
     ];
     let (data, config) = (ctx.xdg_data_home.as_deref(), ctx.xdg_config_home.as_deref());
@@ -482,7 +485,7 @@ pub fn uninstall(kind: Kind, ctx: &Context) -> Result<String, ServiceError> {
     // the files should go either way. The queue and clock are never touched.
     for c in &plan.commands {
         if let Err(e) = run(c) {
-            failures.push(e.to_string());
+            failures.push(kitty_cli_common::error_chain(&e));
         }
     }
     let extras = plan.extras.iter().map(|e| &e.path);

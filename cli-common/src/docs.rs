@@ -168,11 +168,12 @@ mod tests {
 
     #[test]
     fn generated_from_the_clap_definition() {
-        let bash = String::from_utf8(completions(crate::cli::Cli::command(), Shell::Bash)).unwrap();
+        let bash =
+            String::from_utf8(completions(crate::client_cli::Cli::command(), Shell::Bash)).unwrap();
         for word in ["kitty-sync", "emit", "tail", "--since-start", "completions"] {
             assert!(bash.contains(word), "{word}");
         }
-        let page = String::from_utf8(man(crate::cli::Cli::command())).unwrap();
+        let page = String::from_utf8(man(crate::client_cli::Cli::command())).unwrap();
         assert!(page.starts_with(".ie"), "{}", &page[..80.min(page.len())]);
         assert!(page.contains(".TH kitty-sync 1"), "{page}");
         assert!(page.contains("tail"));

@@ -33,8 +33,28 @@ pub enum TransportError {
         peer: u32,
         ours: u32,
     },
+    /// The daemon answered with an error, or something that is no answer.
     #[error("cannot talk to the daemon: {0}")]
     Failed(String),
+    /// The exchange broke off while `doing`.
+    #[error("cannot talk to the daemon: {doing}")]
+    Broken {
+        doing: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl TransportError {
+    /// The exchange broke off while `doing`, because of `source`.
+    pub fn broken(doing: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Broken {
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl TransportError {
@@ -48,6 +68,7 @@ impl TransportError {
     }
 }
 
+/// The answer of the daemon, as it came.
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
@@ -78,25 +99,25 @@ pub async fn call(
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| TransportError::Failed(e.to_string()))?;
+        .map_err(|e| TransportError::broken("building the request", e))?;
     let exchange = async {
         let stream = connect(socket).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| TransportError::Failed(format!("HTTP handshake: {e}")))?;
+            .map_err(|e| TransportError::broken("HTTP handshake", e))?;
         let _driver = AbortOnDrop(tokio::spawn(async move {
             let _ = conn.await;
         }));
         let res = sender
             .send_request(req)
             .await
-            .map_err(|e| TransportError::Failed(format!("sending the request: {e}")))?;
+            .map_err(|e| TransportError::broken("sending the request", e))?;
         let status = res.status();
         let body = res
             .into_body()
             .collect()
             .await
-            .map_err(|e| TransportError::Failed(format!("reading the answer: {e}")))?
+            .map_err(|e| TransportError::broken("reading the answer", e))?
             .to_bytes();
         Ok(Answer { status, body })
     };
@@ -114,11 +135,11 @@ pub async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 TransportError::NotRunning(socket.display().to_string())
             }
-            _ => TransportError::Failed(format!("cannot connect to {}: {e}", socket.display())),
+            _ => TransportError::broken(format!("cannot connect to {}", socket.display()), e),
         })?;
     let peer = stream
         .peer_cred()
-        .map_err(|e| TransportError::Failed(format!("cannot tell who serves the socket: {e}")))?
+        .map_err(|e| TransportError::broken("cannot tell who serves the socket", e))?
         .uid();
     let ours = kitty_store::sys::euid();
     if peer != ours {
@@ -129,4 +150,23 @@ pub async fn connect(socket: &Path) -> Result<UnixStream, TransportError> {
         });
     }
     Ok(stream)
+}
+
+/// A call whose success answer is `T`; an error answer becomes
+/// [`TransportError::Failed`] with the daemon's message.
+pub async fn call_json<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    deadline: Duration,
+) -> Result<T, TransportError> {
+    let a = call(socket, method, path, body, deadline).await?;
+    if !a.status.is_success() {
+        let msg = serde_json::from_slice::<kitty_proto::api::ErrorBody>(&a.body)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).into_owned());
+        return Err(TransportError::Failed(format!("{}: {msg}", a.status)));
+    }
+    serde_json::from_slice(&a.body).map_err(|e| TransportError::broken("unreadable answer", e))
 }

@@ -81,14 +81,23 @@ pub async fn run(state: AppState, socket: PathBuf, mut shutdown: watch::Receiver
         }
         let line = status_line(&state).await;
         if watchdog.is_some() {
-            match kitty_sync::transport::call(&socket, Method::GET, "/v1/health", None, period)
-                .await
+            match kitty_cli_common::transport::call(
+                &socket,
+                Method::GET,
+                "/v1/health",
+                None,
+                period,
+            )
+            .await
             {
                 Ok(a) if a.status.is_success() => {
                     send(&[NotifyState::Watchdog, NotifyState::Status(&line)])
                 }
                 Ok(a) => tracing::warn!("watchdog: the socket answered {}; not pinging", a.status),
-                Err(e) => tracing::warn!("watchdog: {e}; not pinging"),
+                Err(e) => tracing::warn!(
+                    "watchdog: {}; not pinging",
+                    kitty_cli_common::error_chain(&e)
+                ),
             }
         } else {
             send(&[NotifyState::Status(&line)]);
