@@ -47,13 +47,14 @@ struct Args {
     db: Option<PathBuf>,
 
     /// Keep state in memory (the default).
-    #[arg(long, conflicts_with = "sink")]
+    #[arg(long)]
     memory: bool,
 
     /// Keep no events: check, deduplicate by event_id and count them only
     /// (`/admin/events` lists nothing, the WebSocket snapshot is empty). Every
     /// answer is as with a store. For benchmarking a client against a server
-    /// that is never the slower side.
+    /// that is never the slower side. Refresh tokens are kept in memory, so
+    /// --memory may be given with it.
     #[arg(long)]
     sink: bool,
 
