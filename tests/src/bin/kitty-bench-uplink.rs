@@ -33,6 +33,8 @@ struct Opts {
     backlog: usize,
     latency_samples: usize,
     runs: usize,
+    /// The keys of the drains to run (all by default).
+    kinds: Option<Vec<String>>,
     out: Option<PathBuf>,
     json: Option<PathBuf>,
     quick: bool,
@@ -43,6 +45,7 @@ fn parse_args() -> Result<Opts> {
         backlog: 100_000,
         latency_samples: 500,
         runs: 1,
+        kinds: None,
         out: None,
         json: None,
         quick: false,
@@ -58,10 +61,23 @@ fn parse_args() -> Result<Opts> {
             "--out" => o.out = Some(args.next().context("--out needs a path")?.into()),
             "--json" => o.json = Some(args.next().context("--json needs a path")?.into()),
             "--runs" => o.runs = args.next().context("--runs needs a number")?.parse()?,
+            "--kinds" => {
+                let list = args.next().context("--kinds needs a list")?;
+                let kinds: Vec<String> = list.split(',').map(str::to_owned).collect();
+                for k in &kinds {
+                    ensure!(
+                        KINDS.iter().any(|kind| kind.key == k),
+                        "unknown drain {k:?}; the drains are {}",
+                        KINDS.iter().map(|k| k.key).collect::<Vec<_>>().join(", ")
+                    );
+                }
+                o.kinds = Some(kinds);
+            }
             "--backlog" => o.backlog = args.next().context("--backlog needs a number")?.parse()?,
             "-h" | "--help" => {
                 println!(
-                    "usage: kitty-bench-uplink [--quick] [--backlog N] [--runs N] [--out PATH] [--json PATH]"
+                    "usage: kitty-bench-uplink [--quick] [--backlog N] [--runs N] [--kinds K,...] [--out PATH] [--json PATH]\n\
+                     drains (--kinds): batches_store, batches_sink, ws_store, ws_sink"
                 );
                 std::process::exit(0);
             }
@@ -376,11 +392,19 @@ fn main() -> Result<()> {
     let opts = parse_args()?;
     let log_dir = tempfile::Builder::new().prefix("kbu").tempdir()?;
     let machine = Machine::describe();
-    let mut drains: Vec<Vec<Drain>> = KINDS.iter().map(|_| Vec::new()).collect();
+    let kinds: Vec<&Kind> = KINDS
+        .iter()
+        .filter(|k| {
+            opts.kinds
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|l| l == k.key))
+        })
+        .collect();
+    let mut drains: Vec<Vec<Drain>> = kinds.iter().map(|_| Vec::new()).collect();
     // Run after run, each kind once per run, so that a slow spell of the
     // machine hits every kind alike.
     for run in 1..=opts.runs {
-        for (kind, out) in KINDS.iter().zip(&mut drains) {
+        for (kind, out) in kinds.iter().zip(&mut drains) {
             eprintln!(
                 "run {run}/{}: draining {} events, {}...",
                 opts.runs, opts.backlog, kind.name
@@ -411,7 +435,7 @@ fn main() -> Result<()> {
     ));
     md.push_str("| drain | run | events | fill (s) | seconds | events/s | target | over WebSocket | in batches (POSTs) | daemon CPU | daemon CPU per event | server CPU | daemon peak RSS | server holds | queue after |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (kind, runs) in KINDS.iter().zip(&drains) {
+    for (kind, runs) in kinds.iter().zip(&drains) {
         for (i, d) in runs.iter().enumerate() {
             md.push_str(&format!(
                 "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} ({}) | {} | {} ({}) | {:.0}% | {:.1} µs | {:.0}% | {:.1} MiB | {} distinct{} | {} rows {} |\n",
@@ -443,7 +467,7 @@ fn main() -> Result<()> {
     }
     if opts.runs > 1 {
         md.push_str("\n| drain | runs | events/s median (min – max) | daemon CPU per event, median | daemon peak RSS, max |\n|---|---:|---:|---:|---:|\n");
-        for (kind, runs) in KINDS.iter().zip(&drains) {
+        for (kind, runs) in kinds.iter().zip(&drains) {
             let rates: Vec<f64> = runs.iter().map(Drain::rate).collect();
             md.push_str(&format!(
                 "| {} | {} | **{:.0}** ({:.0} – {:.0}) | {:.1} µs | {:.1} MiB |\n",
@@ -487,10 +511,10 @@ fn main() -> Result<()> {
         std::fs::write(out, &md).with_context(|| format!("write {}", out.display()))?;
     }
     if let Some(path) = &opts.json {
-        let mut kinds = serde_json::Map::new();
-        for (kind, runs) in KINDS.iter().zip(&drains) {
+        let mut by_kind = serde_json::Map::new();
+        for (kind, runs) in kinds.iter().zip(&drains) {
             let rates: Vec<f64> = runs.iter().map(Drain::rate).collect();
-            kinds.insert(
+            by_kind.insert(
                 kind.key.into(),
                 serde_json::json!({
                     "name": kind.name,
@@ -510,7 +534,7 @@ fn main() -> Result<()> {
                 "kernel": machine.kernel, "load_average_before": machine.load_average,
             },
             "backlog": opts.backlog,
-            "drains": kinds,
+            "drains": by_kind,
             "emit_to_stored": kitty_tests::bench::json::summary(&s),
             "idle_rss_after": idle_rss,
         });
