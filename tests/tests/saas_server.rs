@@ -1003,6 +1003,7 @@ fn the_binary_refuses_bad_flags_cleanly() {
         &["--batch-500-fraction", "2"],
         &["--listen", "nowhere"],
         &["--db", "x.db", "--memory"],
+        &["--db", "x.db", "--sink"],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kitty-saas-dev"))
             .args(args)

@@ -66,6 +66,7 @@ fn process(p: &ProcessRuns) -> Value {
         "max_rss": summary(&p.max_rss),
         "cpu": summary(&p.cpu),
         "rows_ok": p.rows_ok,
+        "exit_codes": p.exit_codes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
