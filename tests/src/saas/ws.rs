@@ -167,7 +167,8 @@ fn take_burst(
         if burst.len() >= room || !rx.is_empty() {
             break;
         }
-        // A recv that is not ready is dropped unpolled again: no frame is lost.
+        // A recv that is not ready is dropped after one poll; the stream
+        // keeps any frame it has not handed out, so none is lost.
         next = socket.recv().now_or_never();
     }
     (burst, None)
