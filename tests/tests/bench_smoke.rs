@@ -1,13 +1,16 @@
-//! The benchmark cannot rot: `kitty-bench --quick` runs every section against
+//! The benchmarks cannot rot: `kitty-bench --quick` runs every section against
 //! the debug binaries and must produce a complete report whose own checks
-//! (queue.db rows = 202s, one row per emit) hold. Behaviour only: no number
-//! in the report is compared with any threshold.
+//! (queue.db rows = 202s, one row per emit) hold, and the same figures as
+//! JSON; `kitty-bench-uplink --quick` must drain every backlog completely.
+//! Behaviour only: no number in the reports is compared with any threshold.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kitty_tests::bench::SECTIONS;
+use kitty_tests::bench::json::RATIOS;
 use kitty_tests::harness::{daemon_bin, wait_with_guard};
+use serde_json::Value;
 
 /// A quick run takes seconds; this only stops a hung one from blocking the suite.
 const BENCH_GUARD: Duration = Duration::from_secs(300);
@@ -16,6 +19,7 @@ const BENCH_GUARD: Duration = Duration::from_secs(300);
 fn quick_bench_reports_every_section() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.md");
+    let json_path = dir.path().join("figures.json");
     let stdout = dir.path().join("stdout");
     let stderr = dir.path().join("stderr");
     // daemon_bin() fails with a clear message when the binaries are not built.
@@ -24,6 +28,8 @@ fn quick_bench_reports_every_section() {
         .arg("--quick")
         .arg("--out")
         .arg(&out)
+        .arg("--json")
+        .arg(&json_path)
         .arg("--bin-dir")
         .arg(&bin_dir)
         .env_remove("KITTY_SYNCD_SOCKET")
@@ -73,7 +79,12 @@ fn quick_bench_reports_every_section() {
         "reference: `/bin/true`",
         "| idle,",
         "| fresh home (creates queue.db) |",
+        "| 0-row queue (queue.db exists) |",
         "-row queue (recovers the clock) |",
+        "| `kitty-sync status`, daemon running |",
+        "| `kitty-sync status --json`, daemon running |",
+        "| `kitty-sync status`, no daemon (reads queue.db) |",
+        "| `kitty-sync status --json`, no daemon |",
         "socket round trip of one emit, p50 < 0.3 ms",
         "≥ 20,000 durable events/s with 16 clients",
         "whole `kitty-sync emit` < 5 ms",
@@ -109,4 +120,92 @@ fn quick_bench_reports_every_section() {
         !report.contains("NaN") && !report.contains(" inf"),
         "{report}"
     );
+
+    // The same run as JSON: it parses, and holds the figures and the ratios.
+    let text = std::fs::read_to_string(&json_path).expect("--json wrote the figures");
+    let figures: Value = serde_json::from_str(&text).expect("the figures are JSON");
+    for key in RATIOS {
+        assert!(
+            figures["ratios"][key].is_f64(),
+            "no ratio {key} in {}",
+            figures["ratios"]
+        );
+    }
+    for path in [
+        "/floor/sqlx_bare_commit/p50",
+        "/floor/group_multirow/p50",
+        "/floor/multirow_ceiling_events_per_sec",
+        "/round_trip/kept_alive/p50",
+        "/scale/startup/ready/p50",
+        "/scale/rows",
+    ] {
+        assert!(
+            figures.pointer(path).is_some_and(Value::is_number),
+            "no number at {path} in {text}"
+        );
+    }
+    let clients: Vec<u64> = figures["throughput"]
+        .as_array()
+        .expect("a throughput list")
+        .iter()
+        .map(|t| t["clients"].as_u64().unwrap())
+        .collect();
+    assert_eq!(clients, [1, 16, 64]);
+    assert_eq!(figures["startups"].as_array().map(Vec::len), Some(3));
+    assert_eq!(figures["scale"]["status"].as_array().map(Vec::len), Some(4));
+    assert_eq!(figures["quick"], true);
+}
+
+#[test]
+fn quick_uplink_bench_drains_every_backlog_completely() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("uplink.json");
+    let stdout = dir.path().join("stdout");
+    let stderr = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kitty-bench-uplink"))
+        .arg("--quick")
+        .arg("--json")
+        .arg(&json_path)
+        .env_remove("KITTY_SYNCD_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn kitty-bench-uplink");
+    let status = wait_with_guard(&mut child, BENCH_GUARD).unwrap_or_else(|| {
+        panic!("kitty-bench-uplink --quick did not finish within {BENCH_GUARD:?}")
+    });
+    let report = std::fs::read_to_string(&stdout).unwrap();
+    let progress = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        status.success(),
+        "kitty-bench-uplink --quick failed ({status}):\n{progress}\n{report}"
+    );
+    assert!(!report.contains("MISMATCH"), "{report}");
+
+    let text = std::fs::read_to_string(&json_path).expect("--json wrote the figures");
+    let figures: Value = serde_json::from_str(&text).expect("the figures are JSON");
+    let backlog = figures["backlog"].as_u64().expect("the backlog");
+    for kind in ["batches_store", "batches_sink", "ws_store", "ws_sink"] {
+        let runs = figures["drains"][kind]["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no runs of {kind} in {text}"));
+        assert_eq!(runs.len(), 1, "{kind}");
+        let run = &runs[0];
+        assert_eq!(run["unique_event_ids"], backlog, "{kind}: {run}");
+        assert_eq!(run["queue_left"], 0, "{kind}: {run}");
+        for key in [
+            "events_per_sec",
+            "daemon_cpu_per_event_secs",
+            "daemon_peak_rss",
+            "server_cpu_share",
+        ] {
+            assert!(run[key].is_number(), "{kind}: no {key} in {run}");
+        }
+    }
+    let sink = &figures["drains"]["batches_sink"]["runs"][0];
+    let store = &figures["drains"]["batches_store"]["runs"][0];
+    assert!(sink["batch_events"].as_u64() >= Some(backlog), "{sink}");
+    assert!(store["batch_events"].as_u64() >= Some(backlog), "{store}");
+    assert!(figures["emit_to_stored"]["p50"].is_number(), "{text}");
 }

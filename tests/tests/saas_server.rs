@@ -1003,6 +1003,7 @@ fn the_binary_refuses_bad_flags_cleanly() {
         &["--batch-500-fraction", "2"],
         &["--listen", "nowhere"],
         &["--db", "x.db", "--memory"],
+        &["--db", "x.db", "--sink"],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kitty-saas-dev"))
             .args(args)
@@ -1028,4 +1029,261 @@ fn the_binary_refuses_bad_flags_cleanly() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+async fn start_with(db: Db, faults: Faults) -> ServerHandle {
+    Server::start(Config {
+        users: users(),
+        faults,
+        db,
+        ping_interval: NO_PINGS,
+        ..Config::default()
+    })
+    .await
+    .expect("starting the server")
+}
+
+/// `count` envelopes of `team` with fresh ids.
+fn envelopes(team: &str, count: usize) -> Vec<Value> {
+    (0..count).map(|_| envelope(team)).collect()
+}
+
+#[tokio::test]
+async fn the_sink_answers_each_event_and_deduplicates_but_keeps_none() {
+    let server = start_with(Db::Sink, Faults::default()).await;
+    let http = Http::new(server.url());
+    let token = http.access("alice", "secret").await;
+
+    let (e1, e2) = (envelope("acme"), envelope("acme"));
+    let mut broken = envelope("acme");
+    broken["lamport_clock"] = json!("5");
+    let reply = http
+        .batch(
+            &token,
+            &[
+                e1.clone(),
+                e2.clone(),
+                broken.clone(),
+                json!(42),
+                e1.clone(),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(
+        statuses(&reply),
+        ["success", "success", "error", "error", "duplicate"]
+    );
+    let results = reply.json["results"].as_array().unwrap();
+    assert_eq!(results[1]["event_id"], e2["event_id"]);
+    assert!(
+        results[2]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("lamport_clock")
+    );
+    let again = http.batch(&token, &[e2.clone(), envelope("acme")]).await;
+    assert_eq!(statuses(&again), ["duplicate", "success"]);
+
+    let c = server.counters().await.unwrap();
+    assert_eq!(
+        (c.events_stored, c.unique_event_ids, c.duplicates_seen),
+        (3, 3, 2)
+    );
+    assert_eq!(c.rejected, 2);
+    // Counted per team too, but nothing kept to list.
+    let listed = http.get("/admin/events?team=acme").await;
+    assert_eq!(listed["total"], 3, "{listed}");
+    assert_eq!(listed["events"], json!([]), "{listed}");
+    assert!(server.events().await.unwrap().is_empty());
+
+    // A reset forgets the ids: the same event is new again.
+    server.reset().await.unwrap();
+    let after = http.batch_one(&token, &e1).await;
+    assert_eq!(statuses(&after), ["success"]);
+    assert_eq!(server.counters().await.unwrap().unique_event_ids, 1);
+}
+
+#[tokio::test]
+async fn the_sink_checks_tokens_and_refuses_bad_bodies() {
+    let server = start_with(Db::Sink, Faults::default()).await;
+    let http = Http::new(server.url());
+    let token = http.access("alice", "secret").await;
+    let e = envelope("acme");
+
+    for bad in ["", "not-a-jwt", &format!("{token}x")] {
+        let reply = http.batch_one(bad, &e).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{bad:?}: {}",
+            reply.json
+        );
+    }
+    // A ws token is not an access token.
+    let ws = ws_token(&http, "alice", "secret").await;
+    assert_eq!(
+        http.batch_one(&ws, &e).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Another team's event refuses the whole batch.
+    let mixed = http
+        .batch(&token, &[envelope("acme"), envelope("other")])
+        .await;
+    assert_eq!(mixed.status, StatusCode::FORBIDDEN, "{}", mixed.json);
+
+    let bodies: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        ("bad JSON", None, b"{\"events\": [".to_vec()),
+        ("bad JSON, gzipped", Some("gzip"), gzip(b"{oops")),
+        (
+            "plain body, gzip header",
+            Some("gzip"),
+            b"{\"events\": []}".to_vec(),
+        ),
+        (
+            "truncated gzip",
+            Some("gzip"),
+            gzip(json!({ "events": [e.clone()] }).to_string().as_bytes())[..20].to_vec(),
+        ),
+        ("events not a list", Some("gzip"), gzip(b"{\"events\": {}}")),
+        ("empty list", Some("gzip"), gzip(b"{\"events\": []}")),
+    ];
+    for (what, encoding, body) in bodies {
+        let reply = http.raw_batch(&token, encoding, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            reply.json
+        );
+    }
+    let c = server.counters().await.unwrap();
+    assert_eq!((c.events_stored, c.unique_event_ids), (0, 0), "{c:?}");
+
+    // Over the WebSocket too: no upgrade without a ws token, and acks
+    // (accepted, duplicate, rejected) as with a store.
+    let refused = try_connect(&server, Some(&token)).await.unwrap_err();
+    assert_eq!(upgrade_status(refused), StatusCode::UNAUTHORIZED);
+    http.set_faults(json!({"ack": true})).await;
+    let (mut ws, snapshot) = connect(&server, &http, "alice", "secret").await;
+    assert_eq!(snapshot["work_packages"], json!([]));
+    let mut broken = envelope("acme");
+    broken["timestamp"] = json!("yesterday");
+    for frame in [&e, &e, &broken] {
+        send(&mut ws, frame).await;
+    }
+    let acks: Vec<Value> = [
+        next(&mut ws).await,
+        next(&mut ws).await,
+        next(&mut ws).await,
+    ]
+    .into();
+    assert_eq!(
+        acks.iter()
+            .map(|a| a["status"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["accepted", "duplicate", "rejected"],
+        "{acks:?}"
+    );
+    assert_eq!(server.counters().await.unwrap().unique_event_ids, 1);
+}
+
+#[tokio::test]
+async fn the_store_keeps_every_event_of_large_batches_in_order() {
+    let server = start(Faults::default()).await;
+    let http = Http::new(server.url());
+    let token = http.access("alice", "secret").await;
+
+    // 1,000 events cut into statements of several sizes, with duplicates of
+    // an earlier batch and of this one at both ends and inside.
+    let first = envelopes("acme", 3);
+    assert_eq!(statuses(&http.batch(&token, &first).await).len(), 3);
+    let mut batch = envelopes("acme", 995);
+    batch.insert(0, first[0].clone());
+    batch.insert(300, batch[10].clone());
+    batch.insert(600, first[2].clone());
+    batch.push(batch[997].clone());
+    batch.push(batch[5].clone());
+    assert_eq!(batch.len(), 1000);
+    let reply = http.batch(&token, &batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let got = statuses(&reply);
+    let dups: Vec<usize> = (0..got.len()).filter(|&i| got[i] == "duplicate").collect();
+    assert_eq!(dups, [0, 300, 600, 998, 999], "{got:?}");
+    assert_eq!(got.iter().filter(|s| **s == "success").count(), 995);
+    let results = reply.json["results"].as_array().unwrap();
+    for (r, e) in results.iter().zip(&batch) {
+        assert_eq!(r["event_id"], e["event_id"]);
+    }
+
+    // Stored byte for byte, in arrival order, each once.
+    let mut expected = first.clone();
+    let mut seen: std::collections::HashSet<String> =
+        first.iter().map(|e| id(e).to_owned()).collect();
+    for e in &batch {
+        if seen.insert(id(e).to_owned()) {
+            expected.push(e.clone());
+        }
+    }
+    assert_eq!(expected.len(), 998);
+    assert_eq!(server.events().await.unwrap(), expected);
+    let c = server.counters().await.unwrap();
+    assert_eq!(
+        (c.events_stored, c.unique_event_ids, c.duplicates_seen),
+        (998, 998, 5)
+    );
+    assert_eq!(http.get("/admin/events?team=acme").await["total"], 998);
+}
+
+#[tokio::test]
+async fn frames_streamed_without_waiting_are_all_stored_and_acked_in_order() {
+    let server = start(Faults {
+        ack: true,
+        ..Faults::default()
+    })
+    .await;
+    let http = Http::new(server.url());
+    let (mut ws, _) = connect(&server, &http, "alice", "secret").await;
+
+    // Sent back to back, so the server reads them in runs; a duplicate, a
+    // broken envelope and a ping among them.
+    let mut frames = envelopes("acme", 600);
+    frames.insert(100, frames[50].clone());
+    let mut broken = envelope("acme");
+    broken["aggregate_type"] = json!("not pascal");
+    frames.insert(400, broken);
+    frames.insert(450, json!({"type": "ping", "timestamp": 7}));
+    for f in &frames {
+        ws.feed(Message::text(f.to_string())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..frames.len() {
+        answers.push(next(&mut ws).await);
+    }
+    for (i, (a, f)) in answers.iter().zip(&frames).enumerate() {
+        let want = match i {
+            100 => "duplicate",
+            400 => "rejected",
+            450 => {
+                assert_eq!(a, &json!({"type": "pong", "timestamp": 7}));
+                continue;
+            }
+            _ => "accepted",
+        };
+        assert_eq!(a["status"], want, "frame {i}: {a}");
+        assert_eq!(a["event_id"], f["event_id"], "frame {i}: {a}");
+    }
+    let expected: Vec<Value> = frames
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![100, 400, 450].contains(i))
+        .map(|(_, f)| f.clone())
+        .collect();
+    assert_eq!(server.events().await.unwrap(), expected);
+    let c = server.counters().await.unwrap();
+    assert_eq!(
+        (c.unique_event_ids, c.duplicates_seen, c.rejected),
+        (600, 1, 1)
+    );
 }

@@ -222,3 +222,86 @@ pub fn count_latencies(db: &Path, n: usize) -> Result<Vec<Duration>> {
         Ok(out)
     })
 }
+
+/// The `queue` table and its indexes exactly as CONTRACT.md §1 gives them,
+/// and nothing of the daemon's own: a prefilled file is one any writer could
+/// have left.
+const CONTRACT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT UNIQUE NOT NULL,
+    event_type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    retry_count INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS idx_timestamp ON queue(timestamp);
+CREATE INDEX IF NOT EXISTS idx_retry ON queue(retry_count);";
+
+/// Rows per prefill statement (3 parameters each).
+const PREFILL_ROWS: usize = 500;
+
+/// A WPStatusChanged envelope as the daemon stores it (CONTRACT.md §2), team
+/// `local`, so that the daemon would deliver it as its own.
+fn prefill_envelope(event_id: &str, lamport: u64) -> String {
+    format!(
+        r#"{{"event_id":"{event_id}","event_type":"WPStatusChanged","aggregate_id":"WP01","aggregate_type":"WorkPackage","payload":{{"wp_id":"WP01","previous_status":"planned","new_status":"doing"}},"node_id":"0123456789ab","lamport_clock":{lamport},"causation_id":null,"timestamp":"2026-02-04T13:47:09.123456+00:00","team_slug":"local","project_uuid":null,"project_slug":null}}"#
+    )
+}
+
+/// Appends `n` events to `db` (created with the contract's schema if
+/// missing) straight through SQLite, in the contract's row format, with
+/// Lamport clocks above any already there: the way another process fills the
+/// queue, and some hundred times faster than through the daemon's socket.
+/// Returns the largest `lamport_clock` written.
+pub fn prefill_queue(db: &Path, n: usize) -> Result<u64> {
+    runtime()?.block_on(async {
+        let opts = SqliteConnectOptions::new()
+            .filename(db)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let mut c = SqliteConnection::connect_with(&opts)
+            .await
+            .with_context(|| format!("open {}", db.display()))?;
+        sqlx::raw_sql(CONTRACT_SCHEMA).execute(&mut c).await?;
+        let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+        let top: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(CAST(json_extract(data, '$.lamport_clock') AS INTEGER)) FROM queue",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut lamport = top.unwrap_or(0).max(0) as u64;
+        let now = chrono::Utc::now().timestamp();
+        let sql = |rows: usize| {
+            format!(
+                "INSERT INTO queue (event_id, event_type, data, timestamp, retry_count) VALUES {}",
+                vec!["(?, 'WPStatusChanged', ?, ?, 0)"; rows].join(", ")
+            )
+        };
+        let full = sql(PREFILL_ROWS);
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(PREFILL_ROWS);
+            let partial;
+            let text = if k == PREFILL_ROWS {
+                full.as_str()
+            } else {
+                partial = sql(k);
+                partial.as_str()
+            };
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+            for _ in 0..k {
+                lamport += 1;
+                let id = ulid::Ulid::generate().to_string();
+                let data = prefill_envelope(&id, lamport);
+                q = q.bind(id).bind(data).bind(now);
+            }
+            q.execute(&mut *tx).await.context("prefilling the queue")?;
+            left -= k;
+        }
+        tx.commit().await.context("committing the prefill")?;
+        let _ = c.close().await;
+        Ok(lamport)
+    })
+}

@@ -9,7 +9,9 @@
 //! 3. `kitty-sync emit` as a whole process: wall time and peak RSS (`wait4`),
 //!    with a daemon running and without one (the direct fallback);
 //! 4. the daemon's resident memory, idle and after load;
-//! 5. the daemon's start-up to ready, on a fresh home and on a full queue;
+//! 5. the daemon's start-up to ready, on a fresh home, on an empty queue and
+//!    on a full one (prefilled straight into queue.db, see [`db::prefill_queue`]);
+//! 6. a queue of a million rows: `kitty-sync status` and a daemon start;
 //!
 //! and, as the floor under every durable commit, the disk's own sync latency
 //! and a bare SQLite commit on the same file system.
@@ -20,6 +22,7 @@
 
 pub mod db;
 pub mod http;
+pub mod json;
 pub mod stats;
 pub mod sys;
 
@@ -44,6 +47,7 @@ pub const SECTIONS: &[&str] = &[
     "## 3. `kitty-sync emit` as a whole process",
     "## 4. Daemon memory",
     "## 5. Daemon start-up to ready",
+    "## 6. Scale: a queue of",
     "## Where the time goes",
 ];
 
@@ -102,10 +106,15 @@ pub struct Options {
     /// `kitty-sync emit` processes per scenario (after `process_warmup`).
     pub process_runs: usize,
     pub process_warmup: usize,
-    /// Daemon starts on a fresh home, and on the full queue.
+    /// Daemon starts on a fresh home, on an empty queue, and on the full queue.
     pub startup_runs: usize,
-    /// Rows in the queue of the recovery start-ups.
+    /// Rows in the queue of the recovery start-ups and of the direct emits
+    /// that are compared with an empty queue.
     pub recovery_rows: usize,
+    /// Rows in the queue of section 6.
+    pub scale_rows: usize,
+    /// `kitty-sync status` processes per scenario, and daemon starts, in section 6.
+    pub scale_runs: usize,
 }
 
 impl Options {
@@ -129,7 +138,9 @@ impl Options {
             process_runs: 200,
             process_warmup: 5,
             startup_runs: 20,
-            recovery_rows: 10_000,
+            recovery_rows: 100_000,
+            scale_rows: 1_000_000,
+            scale_runs: 5,
         }
     }
 
@@ -149,6 +160,8 @@ impl Options {
             process_warmup: 1,
             startup_runs: 3,
             recovery_rows: 2_000,
+            scale_rows: 5_000,
+            scale_runs: 2,
             ..Self::full(daemon_bin, client_bin)
         }
     }
@@ -232,6 +245,8 @@ pub struct ProcessRuns {
     pub cpu: Summary,
     /// queue.db's new rows matched the runs (None: nothing to check).
     pub rows_ok: Option<bool>,
+    /// How many measured runs ended with each exit status.
+    pub exit_codes: std::collections::BTreeMap<i32, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +259,18 @@ pub struct Startups {
     /// Starts that SIGTERM, sent the moment `/v1/health` first answered,
     /// killed outright (default action) instead of shutting down cleanly.
     pub killed_by_sigterm: usize,
+}
+
+/// Section 6: the same figures on a very long queue.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub rows: u64,
+    /// How long writing the rows straight into queue.db took.
+    pub prefill: Duration,
+    /// The daemon's start on that queue.
+    pub startup: Startups,
+    /// `kitty-sync status` (and `--json`), with the daemon running and without.
+    pub status: Vec<ProcessRuns>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +286,7 @@ pub struct Results {
     pub startups: Vec<Startups>,
     /// `SELECT COUNT(*)` on the recovery home's queue.
     pub recovery_count_cost: Option<Summary>,
+    pub scale: Scale,
 }
 
 // ---------------------------------------------------------------------------
@@ -293,8 +321,14 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Results> {
     let recovery_count_cost =
         Summary::of_durations(&db::count_latencies(&recovery_home.queue_db(), 20)?);
     progress("3. kitty-sync emit, no daemon, full queue");
+    // A daemon that scans the queue at every open makes these the slowest
+    // runs of the bench (0.35 s each at 100,000 rows): fewer of them.
+    let fewer = Options {
+        process_runs: opts.process_runs.min(50),
+        ..opts.clone()
+    };
     processes.push(emit_runs(
-        opts,
+        &fewer,
         &recovery_home,
         &format!(
             "no daemon, {}-row queue (direct)",
@@ -302,6 +336,11 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Results> {
         ),
         "direct",
     )?);
+    progress(&format!(
+        "6. scale: prefilling {} rows",
+        thousands(opts.scale_rows as u64)
+    ));
+    let scale = scale(opts, progress)?;
     Ok(Results {
         machine,
         load_after: sys::load_average(),
@@ -313,6 +352,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Results> {
         processes,
         startups,
         recovery_count_cost,
+        scale,
     })
 }
 
@@ -660,22 +700,33 @@ fn emit_runs(
 /// Runs `argv` `process_warmup` times, then `process_runs` times measured;
 /// each must exit 0.
 fn process_loop(launcher: &mut Launcher, argv: &[&str], opts: &Options) -> Result<ProcessRuns> {
-    for _ in 0..opts.process_warmup {
+    process_loop_n(launcher, argv, opts.process_warmup, opts.process_runs, &[0])
+}
+
+/// Runs `argv` `warmup` times, then `runs` times measured; each must exit
+/// with one of `codes`.
+fn process_loop_n(
+    launcher: &mut Launcher,
+    argv: &[&str],
+    warmup: usize,
+    runs: usize,
+    codes: &[i32],
+) -> Result<ProcessRuns> {
+    for _ in 0..warmup {
         let (_, r) = launcher.run(argv)?;
         ensure!(
-            r.code() == Some(0),
+            r.code().is_some_and(|c| codes.contains(&c)),
             "{argv:?} exited with status {:#x}",
             r.status
         );
     }
     let (mut wall, mut rss, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..opts.process_runs {
+    let mut exit_codes = std::collections::BTreeMap::new();
+    for _ in 0..runs {
         let (w, r) = launcher.run(argv)?;
-        ensure!(
-            r.code() == Some(0),
-            "{argv:?} exited with status {:#x}",
-            r.status
-        );
+        let code = r.code().filter(|c| codes.contains(c));
+        let code = code.with_context(|| format!("{argv:?} exited with status {:#x}", r.status))?;
+        *exit_codes.entry(code).or_default() += 1;
         wall.push(w);
         rss.push(r.max_rss as f64);
         cpu.push(r.cpu);
@@ -686,6 +737,7 @@ fn process_loop(launcher: &mut Launcher, argv: &[&str], opts: &Options) -> Resul
         max_rss: Summary::of(&rss).context("no RSS samples")?,
         cpu: summary(&cpu, "process CPU times")?,
         rows_ok: None,
+        exit_codes,
     })
 }
 
@@ -787,8 +839,9 @@ pub fn queue_drafts(conn: &mut RawConn, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Start-ups on fresh homes, then on one home with `recovery_rows` queued
-/// events (returned, daemon stopped, for the direct-path runs).
+/// Start-ups on fresh homes, on a home whose queue is empty, then on one home
+/// with `recovery_rows` queued events (returned, daemon stopped, for the
+/// direct-path runs).
 fn startups(opts: &Options) -> Result<(Vec<Startups>, BenchHome)> {
     let mut fresh = Vec::new();
     for i in 0..opts.startup_runs {
@@ -796,23 +849,31 @@ fn startups(opts: &Options) -> Result<(Vec<Startups>, BenchHome)> {
         fresh.push(start_stop(opts, &home, &format!("start-{i}.log"))?);
     }
 
+    // The same file, empty and full, so that only the rows differ: the first
+    // start on each makes the daemon's own tables and is not counted.
+    let empty_home = BenchHome::new(MAX_QUEUE_SIZE)?;
+    db::prefill_queue(&empty_home.queue_db(), 0)?;
     let home = BenchHome::new(MAX_QUEUE_SIZE)?;
-    let mut d = Daemon::spawn(&opts.daemon_bin, &home, "seed.log")?;
-    d.wait_ready(READY_POLL)?;
-    let mut conn = d.connect()?;
-    queue_drafts(&mut conn, opts.recovery_rows)?;
-    drop(conn);
-    d.stop()?;
+    db::prefill_queue(&home.queue_db(), opts.recovery_rows)?;
     let rows = db::row_count(&home.queue_db())?;
     if rows != opts.recovery_rows as u64 {
-        bail!("seeded {} rows, queue.db holds {rows}", opts.recovery_rows);
+        bail!(
+            "prefilled {} rows, queue.db holds {rows}",
+            opts.recovery_rows
+        );
     }
-    let mut full = Vec::new();
-    for i in 0..opts.startup_runs {
-        full.push(start_stop(opts, &home, &format!("restart-{i}.log"))?);
+    let (mut empty, mut full) = (Vec::new(), Vec::new());
+    for i in 0..=opts.startup_runs {
+        let e = start_stop(opts, &empty_home, &format!("empty-{i}.log"))?;
+        let f = start_stop(opts, &home, &format!("restart-{i}.log"))?;
+        if i > 0 {
+            empty.push(e);
+            full.push(f);
+        }
     }
     let out = vec![
         startup_summary("fresh home (creates queue.db)".into(), &fresh)?,
+        startup_summary("0-row queue (queue.db exists)".into(), &empty)?,
         startup_summary(
             format!("{}-row queue (recovers the clock)", thousands(rows)),
             &full,
@@ -820,6 +881,90 @@ fn startups(opts: &Options) -> Result<(Vec<Startups>, BenchHome)> {
     ];
     Ok((out, home))
 }
+
+/// Section 6: a queue of `scale_rows`, prefilled; the daemon's start on it,
+/// and `kitty-sync status` with the daemon running and without.
+fn scale(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Scale> {
+    let home = BenchHome::new(MAX_QUEUE_SIZE)?;
+    let t = Instant::now();
+    db::prefill_queue(&home.queue_db(), opts.scale_rows)?;
+    let prefill = t.elapsed();
+    let rows = db::row_count(&home.queue_db())?;
+    ensure!(
+        rows == opts.scale_rows as u64,
+        "prefilled {} rows, queue.db holds {rows}",
+        opts.scale_rows
+    );
+    progress("6. scale: daemon starts");
+    let mut starts = Vec::new();
+    for i in 0..=opts.scale_runs {
+        let s = start_stop(opts, &home, &format!("scale-start-{i}.log"))?;
+        // The first start makes the daemon's own tables.
+        if i > 0 {
+            starts.push(s);
+        }
+    }
+    let startup = startup_summary(
+        format!("{}-row queue (recovers the clock)", thousands(rows)),
+        &starts,
+    )?;
+    progress("6. scale: kitty-sync status");
+    let client = opts.client_bin.to_string_lossy();
+    let mut status = Vec::new();
+    let mut d = Daemon::spawn(&opts.daemon_bin, &home, "scale-status.log")?;
+    d.wait_ready(READY_POLL)?;
+    let mut launcher = Launcher::new(opts, &home)?;
+    for (argv, label) in [
+        (
+            vec![&*client, "status"],
+            "`kitty-sync status`, daemon running",
+        ),
+        (
+            vec![&*client, "status", "--json"],
+            "`kitty-sync status --json`, daemon running",
+        ),
+    ] {
+        status.push(
+            process_loop_n(&mut launcher, &argv, 1, opts.scale_runs, STATUS_RUNNING)?
+                .labelled(label),
+        );
+    }
+    d.stop()?;
+    for (argv, label) in [
+        (
+            vec![&*client, "status"],
+            "`kitty-sync status`, no daemon (reads queue.db)",
+        ),
+        (
+            vec![&*client, "status", "--json"],
+            "`kitty-sync status --json`, no daemon",
+        ),
+    ] {
+        status.push(
+            process_loop_n(
+                &mut launcher,
+                &argv,
+                1,
+                opts.scale_runs,
+                &[STATUS_NOT_RUNNING],
+            )?
+            .labelled(label),
+        );
+    }
+    Ok(Scale {
+        rows,
+        prefill,
+        startup,
+        status,
+    })
+}
+
+/// `kitty-sync status`'s exit statuses (client/src/status.rs) with a daemon
+/// running: 0, 4 when events wait and nobody is logged in (as here), and 3
+/// when the daemon did not answer within the client's deadline (1 s), which
+/// the report counts; and without one.
+const STATUS_RUNNING: &[i32] = &[0, 3, 4];
+const STATUS_NOT_RUNNING: i32 = 3;
 
 // ---------------------------------------------------------------------------
 // The report
@@ -875,6 +1020,7 @@ impl Results {
         self.process_section(w, opts);
         self.memory_section(w, opts);
         self.startup_section(w, opts);
+        self.scale_section(w);
         self.analysis(w);
         s
     }
@@ -1312,8 +1458,66 @@ impl Results {
         let _ = writeln!(w);
     }
 
+    fn scale_section(&self, w: &mut String) {
+        let sc = &self.scale;
+        let _ = writeln!(w, "{} {} rows\n", SECTIONS[8], thousands(sc.rows));
+        let _ = writeln!(
+            w,
+            "queue.db prefilled straight through SQLite with {} rows in the contract's \
+             format (CONTRACT.md §1; envelopes of team `local`, Lamport clocks 1 to {}), \
+             which took {:.1} s. Then {} daemon starts (after one that is not counted), \
+             and `kitty-sync status` one process after another.\n",
+            thousands(sc.rows),
+            thousands(sc.rows),
+            sc.prefill.as_secs_f64(),
+            sc.startup.ready.n,
+        );
+        let _ = writeln!(
+            w,
+            "| daemon start | min | median | p90 | max | SIGTERM to exit 0, median | peak RSS at ready, median |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        let st = &sc.startup;
+        let _ = writeln!(
+            w,
+            "| {} | {} | **{}** | {} | {} | {} | {} |\n",
+            st.label,
+            ms_short(st.ready.min),
+            ms_short(st.ready.p50),
+            ms_short(st.ready.p90),
+            ms_short(st.ready.max),
+            st.stop.map_or("—".into(), |t| ms_short(t.p50)),
+            mib(st.rss_at_ready.p50 as u64),
+        );
+        let _ = writeln!(
+            w,
+            "| process | p10 | median | p90 | max | peak RSS median | CPU median | exit statuses (3: no answer from a daemon within 1 s) |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+        for p in &sc.status {
+            let exits = p
+                .exit_codes
+                .iter()
+                .map(|(c, n)| format!("{c} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                w,
+                "| {} | {} | **{}** | {} | {} | {} | {} | {exits} |",
+                p.label,
+                ms_short(p.wall.p10),
+                ms_short(p.wall.p50),
+                ms_short(p.wall.p90),
+                ms_short(p.wall.max),
+                mib(p.max_rss.p50 as u64),
+                ms_short(p.cpu.p50),
+            );
+        }
+        let _ = writeln!(w);
+    }
+
     fn analysis(&self, w: &mut String) {
-        let _ = writeln!(w, "{}\n", SECTIONS[8]);
+        let _ = writeln!(w, "{}\n", SECTIONS[9]);
         let _ = writeln!(
             w,
             "Computed from the figures above (same run); a reading, not a proof.\n"
@@ -1393,7 +1597,7 @@ impl Results {
             f.cpu_per_commit.as_secs_f64() * 1e6
         );
         if let Some(c) = &self.recovery_count_cost {
-            let label = self.startups.get(1).map_or("", |s| s.label.as_str());
+            let label = self.startups.last().map_or("", |s| s.label.as_str());
             let _ = writeln!(
                 w,
                 "- **`SELECT COUNT(*)` in every commit** costs {} on the {}; it grows \
@@ -1414,15 +1618,13 @@ impl Results {
                 .iter()
                 .find(|p| p.label.contains("-row queue"))
                 .map(|p| p.wall.p50),
-            self.startups.first(),
             self.startups.get(1),
+            self.startups.get(2),
         ) {
             let _ = writeln!(
                 w,
                 "- **Work that grows with the queue.** A direct emit takes {} on an empty \
-                 home and {} on the {}; a daemon start {} and {}. Both open the ledger, \
-                 which reads the largest `lamport_clock` in the queue with `json_extract` \
-                 over every row.",
+                 home and {} on the {}; a daemon start {} on an empty queue and {} on that one.",
                 ms_short(empty),
                 ms_short(full),
                 s1.label,

@@ -32,6 +32,11 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
 
+    /// Also write every figure as JSON to this file (times in seconds, sizes
+    /// in bytes), with the ratios between figures of the same run.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+
     /// Where kitty-syncd and kitty-sync are; by default next to this executable.
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
@@ -85,6 +90,12 @@ fn run(args: &Args) -> Result<()> {
     if let Some(path) = &args.out {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
         eprintln!("kitty-bench: report written to {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results.json(&opts))
+            .context("serializing the figures")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        eprintln!("kitty-bench: figures written to {}", path.display());
     }
     Ok(())
 }

@@ -43,12 +43,20 @@ struct Args {
     jwt_secret: Option<String>,
 
     /// Keep state in this SQLite file.
-    #[arg(long, value_name = "PATH", conflicts_with = "memory")]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["memory", "sink"])]
     db: Option<PathBuf>,
 
     /// Keep state in memory (the default).
     #[arg(long)]
     memory: bool,
+
+    /// Keep no events: check, deduplicate by event_id and count them only
+    /// (`/admin/events` lists nothing, the WebSocket snapshot is empty). Every
+    /// answer is as with a store. For benchmarking a client against a server
+    /// that is never the slower side. Refresh tokens are kept in memory, so
+    /// --memory may be given with it.
+    #[arg(long)]
+    sink: bool,
 
     /// Interval between the server's WebSocket pings.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -145,7 +153,11 @@ impl Args {
             listen: self.listen,
             users,
             jwt_secret: self.jwt_secret.map(String::into_bytes),
-            db: self.db.map_or(Db::Memory, Db::File),
+            db: match (self.db, self.sink) {
+                (Some(path), _) => Db::File(path),
+                (None, true) => Db::Sink,
+                (None, false) => Db::Memory,
+            },
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             faults: Faults {
                 batch_500_fraction: self.batch_500_fraction,

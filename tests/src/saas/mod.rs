@@ -3,6 +3,8 @@
 //! can be switched on at start or live through `/admin/faults`.
 //!
 //! Run it in-process with [`Server::start`], or as the `kitty-saas-dev` binary.
+//! With [`Db::Sink`] (`--sink`) it answers the same but keeps no events, only
+//! their ids and counters: for benchmarks of a client.
 //!
 //! Routes:
 //! - `POST /api/v1/token/`, `POST /api/v1/token/refresh/` (rotating),

@@ -10,6 +10,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::{FutureExt, SinkExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
@@ -128,6 +129,51 @@ pub(crate) async fn upgrade(
 /// How many unanswered ping timestamps a connection remembers for matching pongs.
 const PINGS_REMEMBERED: usize = 64;
 
+/// The most frames handled (and stored) as one run.
+const MAX_BURST: usize = 256;
+
+/// What one frame of a run comes to.
+enum Step {
+    /// An answer to send now (or nothing to send).
+    Reply(Option<String>),
+    /// A checked event to store with the rest of the run.
+    Store(events::Checked),
+    /// Stored: the index of its answer in the run's store call.
+    Stored(usize),
+}
+
+type Received = Option<Result<Message, axum::Error>>;
+
+/// `first`, and the frames already waiting behind it, up to `room` text or
+/// binary ones: never waits for one more. Stops early when a broadcast is
+/// queued, so that it goes out before the answers to frames that came after
+/// it. Returns the frames, and why the connection ends if it does.
+fn take_burst(
+    socket: &mut WebSocket,
+    first: Received,
+    room: usize,
+    rx: &mpsc::UnboundedReceiver<String>,
+) -> (Vec<Message>, Option<String>) {
+    let mut burst = Vec::new();
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        match msg {
+            None => return (burst, Some("client went away".into())),
+            Some(Err(e)) => return (burst, Some(format!("socket error: {e}"))),
+            Some(Ok(Message::Close(_))) => return (burst, Some("client closed".into())),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(m)) => burst.push(m),
+        }
+        if burst.len() >= room || !rx.is_empty() {
+            break;
+        }
+        // A recv that is not ready is dropped after one poll; the stream
+        // keeps any frame it has not handed out, so none is lost.
+        next = socket.recv().now_or_never();
+    }
+    (burst, None)
+}
+
 struct Connection {
     st: Arc<AppState>,
     claims: Claims,
@@ -190,17 +236,24 @@ impl Connection {
                 }
                 Some(frame) = rx.recv() => socket.send(Message::text(frame)).await?,
                 msg = socket.recv() => {
-                    let msg = match msg {
-                        None => return Ok("client went away".into()),
-                        Some(Err(e)) => return Ok(format!("socket error: {e}")),
-                        Some(Ok(Message::Close(_))) => return Ok("client closed".into()),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(m)) => m,
-                    };
-                    if let Some(reply) = self.on_frame(msg, id).await? {
-                        socket.send(Message::text(reply)).await?;
-                    }
                     let limit = self.st.faults().ws_close_after_frames;
+                    let room = if limit > 0 {
+                        usize::try_from(limit.saturating_sub(self.frames_in)).unwrap_or(MAX_BURST)
+                    } else {
+                        MAX_BURST
+                    };
+                    let (burst, end) = take_burst(socket, msg, room.clamp(1, MAX_BURST), rx);
+                    let replies = self.on_frames(burst, id).await?;
+                    let any = !replies.is_empty();
+                    for reply in replies {
+                        socket.feed(Message::text(reply)).await?;
+                    }
+                    if any {
+                        socket.flush().await?;
+                    }
+                    if let Some(why) = end {
+                        return Ok(why);
+                    }
                     if limit > 0 && self.frames_in >= limit {
                         close(socket, close_code::AWAY, "fault ws_close_after_frames").await;
                         return Ok(format!("closed after {} frames (fault)", self.frames_in));
@@ -211,20 +264,57 @@ impl Connection {
         }
     }
 
-    /// Handles a text or binary frame; returns the answer to send, if any.
-    async fn on_frame(&mut self, msg: Message, id: u64) -> anyhow::Result<Option<String>> {
-        self.frames_in += 1;
-        self.st.counters.ws_frames_in.bump();
-        match msg {
-            Message::Text(t) => self.on_text(t.as_str(), id).await,
-            _ => {
-                self.st.counters.ws_events.bump();
-                Ok(self.refuse(Refusal {
-                    event_id: None,
-                    message: "binary frames are not accepted; send the envelope as text".into(),
-                }))
+    /// Handles a run of text or binary frames in order; returns the answers
+    /// to send, in order. The events among them are stored together, in one
+    /// transaction, so a client that streams frames costs one store call per
+    /// run rather than one per frame.
+    async fn on_frames(&mut self, burst: Vec<Message>, id: u64) -> anyhow::Result<Vec<String>> {
+        let mut steps = Vec::with_capacity(burst.len());
+        let mut checked = Vec::new();
+        for msg in burst {
+            self.frames_in += 1;
+            self.st.counters.ws_frames_in.bump();
+            steps.push(match msg {
+                Message::Text(t) => match self.on_text(t.as_str()) {
+                    Step::Store(c) => {
+                        checked.push(c);
+                        Step::Stored(checked.len() - 1)
+                    }
+                    step => step,
+                },
+                _ => {
+                    self.st.counters.ws_events.bump();
+                    Step::Reply(self.refuse(Refusal {
+                        event_id: None,
+                        message: "binary frames are not accepted; send the envelope as text".into(),
+                    }))
+                }
+            });
+        }
+        let fresh = if checked.is_empty() {
+            Vec::new()
+        } else {
+            let tenant = self.claims.team.clone();
+            self.st.accept(&tenant, &checked, "ws", Some(id)).await?
+        };
+        let ack = self.st.faults().ack;
+        let mut replies = Vec::with_capacity(steps.len());
+        for step in steps {
+            match step {
+                Step::Reply(reply) => replies.extend(reply),
+                Step::Stored(i) if ack => {
+                    let status = if fresh[i] { "accepted" } else { "duplicate" };
+                    let frame = json!({
+                        "type": "ack",
+                        "event_id": checked[i].envelope.event_id,
+                        "status": status,
+                    });
+                    replies.push(frame.to_string());
+                }
+                Step::Stored(_) | Step::Store(_) => {}
             }
         }
+        Ok(replies)
     }
 
     fn ping(&mut self) -> String {
@@ -239,59 +329,50 @@ impl Connection {
         json!({ "type": "ping", "timestamp": t }).to_string()
     }
 
-    async fn on_text(&mut self, text: &str, id: u64) -> anyhow::Result<Option<String>> {
+    /// What a text frame asks for: an answer now, or a place in the store.
+    fn on_text(&mut self, text: &str) -> Step {
         let fields = match events::parse_object(text) {
             Ok(f) => f,
             Err(r) => {
                 self.st.counters.ws_events.bump();
-                return Ok(self.refuse(r));
+                return Step::Reply(self.refuse(r));
             }
         };
         match fields.get("type").and_then(Value::as_str) {
             Some("pong") => {
                 self.on_pong(&fields);
-                return Ok(None);
+                return Step::Reply(None);
             }
             Some("ping") => {
                 let reply = json!({ "type": "pong", "timestamp": fields.get("timestamp") });
-                return Ok(Some(reply.to_string()));
+                return Step::Reply(Some(reply.to_string()));
             }
             _ => {}
         }
         self.st.counters.ws_events.bump();
         let faults = self.st.faults();
         if faults.ws_ignore_events {
-            return Ok(None);
+            return Step::Reply(None);
         }
         if let Some(status) = faults.ws_fake_ack {
             let id = events::event_id_of(&fields);
-            return Ok(Some(
+            return Step::Reply(Some(
                 json!({ "type": "ack", "event_id": id, "status": status }).to_string(),
             ));
         }
-        let tenant = self.claims.team.clone();
-        if let Some(other) = events::foreign_team(&fields, &tenant) {
+        let tenant = &self.claims.team;
+        if let Some(other) = events::foreign_team(&fields, tenant) {
             self.st.counters.forbidden.bump();
             let r = Refusal {
                 event_id: events::event_id_of(&fields),
                 message: format!("event names team {other:?}; the token is for team {tenant:?}"),
             };
-            return Ok(self.refuse(r));
+            return Step::Reply(self.refuse(r));
         }
-        let checked = match events::check(text, fields) {
-            Ok(c) => c,
-            Err(r) => return Ok(self.refuse(r)),
-        };
-        let fresh = self
-            .st
-            .accept(&tenant, std::slice::from_ref(&checked), "ws", Some(id))
-            .await?;
-        if !self.st.faults().ack {
-            return Ok(None);
+        match events::check(text, fields) {
+            Ok(c) => Step::Store(c),
+            Err(r) => Step::Reply(self.refuse(r)),
         }
-        let status = if fresh[0] { "accepted" } else { "duplicate" };
-        let ack = json!({ "type": "ack", "event_id": checked.envelope.event_id, "status": status });
-        Ok(Some(ack.to_string()))
     }
 
     fn on_pong(&mut self, fields: &Map<String, Value>) {
