@@ -95,8 +95,11 @@ pub struct Ledger {
     /// The largest queue row id accounted for: rows above it are new to us.
     seen_id: i64,
     /// Rows in the queue, kept here rather than counted per commit (counting
-    /// is O(rows)); counted again when another connection changed the file.
-    depth: u64,
+    /// reads every row). After a start, or after another connection changed
+    /// the file, only an upper bound is known, from the row ids; the rows are
+    /// counted only when the bound comes near `max_queue_size` or `status`
+    /// asks, so a start and a direct emit cost the same at any depth.
+    depth: Depth,
     /// `PRAGMA data_version` as of our last look: it changes only when another
     /// connection commits, so while it stands still `depth` and `seen_id` are
     /// the whole truth. Every write of ours goes through this one connection.
@@ -142,7 +145,7 @@ impl Ledger {
             Err(raw) => (0, Some(raw)),
         };
         let scan = floor.scan;
-        let depth = queue::depth(&mut conn).await?;
+        let depth = Depth::AtMost(queue::marks(&mut conn).await?.depth_bound);
         let value = clock_file.value().max(high_water_mark).max(scan.max);
         let node_id = match &clock_file {
             ClockFile::Valid {
@@ -210,9 +213,11 @@ impl Ledger {
         self.max_queue_size = max;
     }
 
-    /// Rows in the queue as of the last transaction (the writer's own count).
+    /// Rows in the queue as of the last transaction (the writer's own
+    /// count), or at most that many when it has not counted since a start or
+    /// another process's write ([`Self::refresh_depth`] counts).
     pub fn depth(&self) -> u64 {
-        self.depth
+        self.depth.value()
     }
 
     /// The depth, counted again first if another connection wrote since the
@@ -221,11 +226,11 @@ impl Ledger {
         // data_version before the count: a commit in between is counted
         // again next time, never missed.
         let version = queue::marks(&mut self.conn).await?.data_version;
-        if version != self.data_version {
-            self.depth = queue::depth(&mut self.conn).await?;
+        if version != self.data_version || !self.depth.is_exact() {
+            self.depth = Depth::Exact(queue::depth(&mut self.conn).await?);
             self.data_version = version;
         }
-        Ok(self.depth)
+        Ok(self.depth.value())
     }
 
     /// Applies what the server said about sent events, in one transaction on
@@ -234,7 +239,7 @@ impl Ledger {
         let applied = outbox::apply(&mut self.conn, verdicts).await?;
         self.depth = self
             .depth
-            .saturating_sub(applied.delivered + applied.duplicates + applied.dead);
+            .less(applied.delivered + applied.duplicates + applied.dead);
         Ok(applied)
     }
 
@@ -245,7 +250,7 @@ impl Ledger {
             Ok(Requeue::Done { requeued, depth }) => {
                 // Counted under the write lock. Should others have written
                 // before, data_version says so and the next commit counts.
-                self.depth = depth;
+                self.depth = Depth::Exact(depth);
                 Ok(requeued)
             }
             Ok(Requeue::Full { depth, wanted }) => Err(CommitError::QueueFull {
@@ -371,10 +376,16 @@ impl Ledger {
         let tx = &mut self.conn;
         if marks.data_version != self.data_version {
             // Someone else committed (the Python CLI, a client with the lock):
-            // their inserts and deletes are counted once, here.
-            self.depth = queue::depth(&mut *tx).await?;
+            // what they inserted or deleted is bounded by the row ids.
+            self.depth = Depth::AtMost(marks.depth_bound);
         }
-        let mut depth = self.depth;
+        let wanted: u64 = jobs.iter().map(|j| j.events.len() as u64).sum();
+        if !self.depth.is_exact() && self.depth.value() + wanted > self.max_queue_size {
+            // Near the cap a bound is not enough: count, once.
+            self.depth = Depth::Exact(queue::depth(&mut *tx).await?);
+        }
+        let exact = self.depth.is_exact();
+        let mut depth = self.depth.value();
         // Every statement list is a hop to sqlx's SQLite thread, so a group
         // costs two of them: the begin with the marks, and the rows with the
         // high-water mark and the commit. One more when drafts bring ids (the
@@ -468,7 +479,11 @@ impl Ledger {
         self.persisted = Some(self.stamper.clock);
         self.refused_mark = None;
         self.seen_id = seen_id;
-        self.depth = depth;
+        self.depth = if exact {
+            Depth::Exact(depth)
+        } else {
+            Depth::AtMost(depth)
+        };
         self.data_version = marks.data_version;
         Ok(results)
     }
@@ -482,6 +497,33 @@ impl Ledger {
         self.notice_clock_json();
         // A failure is logged by the watcher and retried after the next commit.
         let _ = self.clock_json.publish(self.stamper.clock);
+    }
+}
+
+/// What the ledger knows of the queue's depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Exact(u64),
+    AtMost(u64),
+}
+
+impl Depth {
+    fn value(self) -> u64 {
+        match self {
+            Self::Exact(n) | Self::AtMost(n) => n,
+        }
+    }
+
+    fn is_exact(self) -> bool {
+        matches!(self, Self::Exact(_))
+    }
+
+    /// `n` fewer rows (deleted by us): a bound stays a bound.
+    fn less(self, n: u64) -> Self {
+        match self {
+            Self::Exact(d) => Self::Exact(d.saturating_sub(n)),
+            Self::AtMost(d) => Self::AtMost(d.saturating_sub(n)),
+        }
     }
 }
 
@@ -927,6 +969,29 @@ mod tests {
         let (_, r) = open(&home, 100).await;
         assert!(r.full_scan);
         assert_eq!(r.queue_max, 71);
+    }
+
+    #[tokio::test]
+    async fn a_bound_from_the_row_ids_stands_in_for_a_count_until_the_cap_is_near() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 10).await;
+        assert_eq!(emit(&mut l, 10).await.len(), 10);
+        drop(l);
+        let mut other = db::open_writer(&home.queue_db(), db::BUSY_TIMEOUT)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM queue WHERE id BETWEEN 2 AND 9")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // Opened without a count: ids 1 and 10 are left, so at most 10 rows.
+        let (mut l, _) = open(&home, 10).await;
+        assert_eq!(l.depth(), 10);
+        // 10 + 1 would pass the cap: now it counts, finds 2, and takes it.
+        assert_eq!(emit(&mut l, 1).await, vec![11]);
+        assert_eq!(l.depth(), 3);
+        assert_eq!(l.refresh_depth().await.unwrap(), 3);
     }
 
     #[tokio::test]

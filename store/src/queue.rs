@@ -215,19 +215,28 @@ pub struct Marks {
     pub data_version: i64,
     /// The largest id given to a row, in the table now or ever.
     pub max_id: i64,
+    /// The most rows the queue can hold now: ids are unique, so no more than
+    /// its largest id less its smallest, plus one. Two steps down the rowid
+    /// tree, against a count that reads every row.
+    pub depth_bound: u64,
     pub high_water_mark: Option<String>,
 }
 
 const MARKS: &str = "SELECT (SELECT data_version FROM pragma_data_version),
-        (SELECT MAX(id) FROM queue), (SELECT seq FROM sqlite_sequence WHERE name = 'queue'),
+        (SELECT MIN(id) FROM queue), (SELECT MAX(id) FROM queue),
+        (SELECT seq FROM sqlite_sequence WHERE name = 'queue'),
         (SELECT value FROM kitty_meta WHERE key = ?)";
 
-type MarksRow = (i64, Option<i64>, Option<i64>, Option<String>);
+type MarksRow = (i64, Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
-fn to_marks((data_version, max_id, seq, hwm): MarksRow) -> Marks {
+fn to_marks((data_version, min_id, max_id, seq, hwm): MarksRow) -> Marks {
     Marks {
         data_version,
         max_id: max_id.unwrap_or(0).max(seq.unwrap_or(0)),
+        depth_bound: match (min_id, max_id) {
+            (Some(lo), Some(hi)) if hi >= lo => (hi - lo) as u64 + 1,
+            _ => 0,
+        },
         high_water_mark: hwm,
     }
 }
