@@ -667,12 +667,13 @@ fn log_file_and_journal_formats() {
 
     let mut d = home.spawn_daemon_with(&[("JOURNAL_STREAM", "8:12345")]);
     d.wait_ready();
-    let first = d
-        .log()
-        .lines()
-        .find(|l| l.contains("ready"))
-        .map(str::to_owned)
-        .expect("a ready line");
+    // The line is written as the socket starts answering, not before: wait for it.
+    let first = eventually("a ready line on stderr", HANG_GUARD, || {
+        d.log()
+            .lines()
+            .find(|l| l.contains("ready"))
+            .map(str::to_owned)
+    });
     assert!(
         first.starts_with("<6>"),
         "journald lines carry a priority prefix: {first}"
