@@ -39,8 +39,9 @@ enum Msg {
         job: Job,
         reply: oneshot::Sender<Reply>,
     },
-    /// Another node's Lamport value, seen on the server's WebSocket.
-    Receive(u64),
+    /// A Lamport value seen on the server's WebSocket, and the node that
+    /// issued it (when the frame says).
+    Receive(u64, Option<String>),
     /// Anything else that writes (or must see what others wrote).
     Chore(Chore),
 }
@@ -157,9 +158,10 @@ impl WriterHandle {
         rx.await.unwrap_or_else(|_| gone())
     }
 
-    /// Lamport `receive()`: the clock moves past `remote`.
-    pub async fn receive(&self, remote: u64) {
-        let _ = self.tx.send(Msg::Receive(remote)).await;
+    /// Lamport `receive()`: the clock moves past `remote`, unless `node_id`
+    /// says the value is our own (relayed back to us).
+    pub async fn receive(&self, remote: u64, node_id: Option<String>) {
+        let _ = self.tx.send(Msg::Receive(remote, node_id)).await;
     }
 
     /// Applies the server's verdicts (deletes, retry counts, dead letters).
@@ -254,7 +256,7 @@ pub fn spawn(
                             jobs.push(job);
                             replies.push(reply);
                         }
-                        Msg::Receive(remote) => ledger.observe(remote),
+                        Msg::Receive(remote, node) => ledger.observe_from(remote, node.as_deref()),
                         Msg::Chore(chore) => chores.push(chore),
                     }
                     if events < MAX_GROUP_EVENTS {

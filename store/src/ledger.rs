@@ -204,6 +204,17 @@ impl Ledger {
         self.stamper.receive(remote);
     }
 
+    /// [`Self::observe`] of a value relayed by the server, unless `node_id`
+    /// is ours: our own events come back when the server broadcasts a batch
+    /// to every socket of the team, and our clock is past them already; a
+    /// receive() of them would only skip values.
+    pub fn observe_from(&mut self, remote: u64, node_id: Option<&str>) {
+        if node_id == Some(self.stamper.node_id.as_str()) {
+            return;
+        }
+        self.observe(remote);
+    }
+
     /// Whether the clock moved since the high-water mark was last stored.
     pub fn unpersisted(&self) -> bool {
         self.persisted != Some(self.stamper.clock)
@@ -969,6 +980,21 @@ mod tests {
         let (_, r) = open(&home, 100).await;
         assert!(r.full_scan);
         assert_eq!(r.queue_max, 71);
+    }
+
+    #[tokio::test]
+    async fn our_own_values_relayed_back_do_not_move_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 10).await;
+        assert_eq!(emit(&mut l, 2).await, vec![1, 2]);
+        let own = l.node_id().to_owned();
+        l.observe_from(1, Some(&own));
+        assert_eq!(l.clock(), 2, "our own event, relayed back");
+        l.observe_from(1, Some("feedfacecafe"));
+        assert_eq!(l.clock(), 3, "another node's: receive()");
+        l.observe_from(7, None);
+        assert_eq!(l.clock(), 8, "no node_id: receive()");
     }
 
     #[tokio::test]

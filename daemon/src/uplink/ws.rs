@@ -153,12 +153,21 @@ impl Ws {
 pub enum Inbound {
     /// `{"type":"ping","timestamp":T}`: answer with the same timestamp.
     Ping(Value),
-    /// Another node's event; its Lamport value when it has a usable one.
-    Event(Option<u64>),
+    /// An event the server relays; its Lamport value when it has a usable one.
+    Event(Option<Relayed>),
     /// `ack` / `error` of a later server.
     Verdict(String, Verdict),
     Snapshot,
     Other,
+}
+
+/// An event the server relayed: its Lamport value, and the node that made it.
+/// The server may relay our own events back (a batch is broadcast to every
+/// socket of the team); the ledger moves the clock for other nodes' only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    pub lamport: u64,
+    pub node_id: Option<String>,
 }
 
 pub fn classify(text: &str) -> Inbound {
@@ -168,9 +177,14 @@ pub fn classify(text: &str) -> Inbound {
     let field = |k: &str| v.get(k).and_then(Value::as_str);
     match field("type") {
         Some("ping") => Inbound::Ping(v.get("timestamp").cloned().unwrap_or(Value::Null)),
-        Some("event") => {
-            Inbound::Event(kitty_proto::envelope::lamport(v.get("lamport_clock")).ok())
-        }
+        Some("event") => Inbound::Event(
+            kitty_proto::envelope::lamport(v.get("lamport_clock"))
+                .ok()
+                .map(|lamport| Relayed {
+                    lamport,
+                    node_id: field("node_id").map(str::to_owned),
+                }),
+        ),
         Some("snapshot") => Inbound::Snapshot,
         // Only the statuses that say so are an acceptance; an ack that says
         // "rejected" is a rejection, and one we cannot read is nothing (the
@@ -211,8 +225,11 @@ mod tests {
             Inbound::Ping(serde_json::json!(1.5))
         );
         assert_eq!(
-            classify(r#"{"type":"event","lamport_clock":12}"#),
-            Inbound::Event(Some(12))
+            classify(r#"{"type":"event","lamport_clock":12,"node_id":"abc"}"#),
+            Inbound::Event(Some(Relayed {
+                lamport: 12,
+                node_id: Some("abc".into())
+            }))
         );
         assert_eq!(
             classify(r#"{"type":"event","lamport_clock":"12"}"#),

@@ -104,8 +104,11 @@ impl Driver {
                 self.close_ws().await;
                 return vec![];
             }
-            Action::Receive(remote) => {
-                self.ctx.writer.receive(remote).await;
+            Action::Receive(relayed) => {
+                self.ctx
+                    .writer
+                    .receive(relayed.lamport, relayed.node_id)
+                    .await;
                 return vec![];
             }
             Action::Acknowledged(id, verdict) => {

@@ -156,8 +156,9 @@ pub enum Action {
 
     /// Close the WebSocket with a close frame.
     CloseWs,
-    /// Feed another node's Lamport value to the clock.
-    Receive(u64),
+    /// Feed a relayed event's Lamport value to the clock (the ledger leaves
+    /// out our own node's).
+    Receive(crate::uplink::ws::Relayed),
     /// A WebSocket verdict that counts (on an event in flight there): for
     /// the feed of `kitty-sync tail`.
     Acknowledged(String, Verdict),

@@ -82,7 +82,7 @@ impl Planner {
                 }
                 self.pongs.push_back(ts);
             }
-            Inbound::Event(Some(remote)) => out.push(Action::Receive(remote)),
+            Inbound::Event(Some(relayed)) => out.push(Action::Receive(relayed)),
             // Only a verdict on an event sent on this connection, and only
             // the first: anything else is a lie or a mix-up, and must neither
             // delete a row nor push it towards the dead letters.

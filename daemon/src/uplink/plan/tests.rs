@@ -131,6 +131,13 @@ fn heartbeat_every_20_s_and_a_minute_of_silence_is_a_dead_link() {
     assert_ne!(s.state(), ConnectionState::Connected);
 }
 
+fn relayed(lamport: u64) -> crate::uplink::ws::Relayed {
+    crate::uplink::ws::Relayed {
+        lamport,
+        node_id: Some("feedfacecafe".into()),
+    }
+}
+
 #[test]
 fn server_pings_are_answered_and_remote_events_reach_the_clock() {
     let mut s = Sim::new(config(5, 300));
@@ -139,8 +146,8 @@ fn server_pings_are_answered_and_remote_events_reach_the_clock() {
     let ts = serde_json::json!(1.5);
     assert!(s.on(Event::Frame(Inbound::Ping(ts.clone()))).is_empty());
     assert_eq!(
-        s.on(Event::Frame(Inbound::Event(Some(42)))),
-        [Action::Receive(42)]
+        s.on(Event::Frame(Inbound::Event(Some(relayed(42))))),
+        [Action::Receive(relayed(42))]
     );
     assert_eq!(s.expect(secs(1.0)), Action::Pong(ts));
 }
