@@ -20,7 +20,6 @@ const FRESH: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy)]
 struct Sample {
     taken: Instant,
-    depth: u64,
     /// Enqueue time of the oldest row, epoch seconds.
     oldest: Option<i64>,
 }
@@ -52,10 +51,8 @@ pub async fn hint(state: &AppState) -> Option<DeliveryHealth> {
         None => {
             let mut conn = crate::server::reader(state).await.ok()?;
             let oldest = kitty_store::queue::oldest_timestamp(&mut conn).await.ok()?;
-            let depth = state.writer.depth();
             let s = Sample {
                 taken: Instant::now(),
-                depth,
                 oldest,
             };
             state.health.store(s);
@@ -65,9 +62,9 @@ pub async fn hint(state: &AppState) -> Option<DeliveryHealth> {
     let stale_after_secs = state.settings.borrow().config.stale_after_secs;
     Some(DeliveryHealth {
         state: state.uplink.snapshot().state,
-        // The event just answered is queued, whatever a reading from a
-        // moment ago says.
-        depth: sample.depth.max(1),
+        // The writer's own count (free to read); the event just answered is
+        // queued whatever it says.
+        depth: state.writer.depth().max(1),
         oldest_age_secs: age(sample.oldest),
         stale_after_secs,
     })

@@ -294,10 +294,8 @@ pub(crate) async fn reader(
 
 async fn post_sync(State(state): State<AppState>) -> Response {
     state.uplink.sync_now.notify_one();
-    let depth = match reader(&state).await {
-        Ok(mut c) => kitty_store::queue::depth(&mut c).await.unwrap_or(0),
-        Err(_) => 0,
-    };
+    // The writer's count, not a COUNT(*) over every row.
+    let depth = state.writer.current_depth().await.unwrap_or(0);
     let body = kitty_proto::api::SyncTriggered {
         triggered: true,
         depth,
@@ -354,8 +352,8 @@ async fn get_queue(
         Err(msg) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg),
     };
     let result = async {
+        let depth = state.writer.current_depth().await?;
         let mut conn = reader(&state).await?;
-        let depth = kitty_store::queue::depth(&mut conn).await?;
         let events = kitty_store::queue::oldest(&mut conn, limit).await?;
         Ok::<_, kitty_store::StoreError>(QueueView {
             depth,

@@ -34,6 +34,9 @@ const OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 pub type Reply = Result<Vec<Accepted>, CommitError>;
 
+/// What a request gets when the writer has stopped.
+const GONE: &str = "the daemon is shutting down";
+
 enum Msg {
     Commit {
         job: Job,
@@ -125,22 +128,14 @@ impl WriterHandle {
     /// The depth, exact: what other processes inserted or deleted since the
     /// last commit is counted in (one small read unless they wrote).
     pub async fn current_depth(&self) -> Result<u64, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let gone = || std::io::Error::other("the daemon is shutting down");
         let gone = || StoreError::Io {
             what: "cannot ask the writer for",
             path: "the queue's depth".into(),
-            source: gone(),
+            source: std::io::Error::other(GONE),
         };
-        if self
-            .tx
-            .send(Msg::Chore(Chore::Depth { reply }))
+        self.ask(|reply| Msg::Chore(Chore::Depth { reply }))
             .await
-            .is_err()
-        {
-            return Err(gone());
-        }
-        rx.await.unwrap_or_else(|_| Err(gone()))
+            .unwrap_or_else(|| Err(gone()))
     }
 
     /// How the writer's commits go now.
@@ -150,12 +145,17 @@ impl WriterHandle {
 
     /// Stamps and commits `job`; resolves once it is durable (or refused).
     pub async fn submit(&self, job: Job) -> Reply {
+        self.ask(|reply| Msg::Commit { job, reply })
+            .await
+            .unwrap_or_else(|| Err(CommitError::Storage(GONE.into())))
+    }
+
+    /// Sends the message `make` builds around a reply channel, and waits for
+    /// the answer; `None` when the writer is gone (shutting down).
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
         let (reply, rx) = oneshot::channel();
-        let gone = || Err(CommitError::Storage("the daemon is shutting down".into()));
-        if self.tx.send(Msg::Commit { job, reply }).await.is_err() {
-            return gone();
-        }
-        rx.await.unwrap_or_else(|_| gone())
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
     }
 
     /// Lamport `receive()`: the clock moves past `remote`, unless `node_id`
@@ -166,36 +166,21 @@ impl WriterHandle {
 
     /// Applies the server's verdicts (deletes, retry counts, dead letters).
     pub async fn apply(&self, verdicts: Vec<(String, Verdict)>) -> Result<Applied, String> {
-        let (reply, rx) = oneshot::channel();
-        let gone = || Err("the daemon is shutting down".to_owned());
-        if self
-            .tx
-            .send(Msg::Chore(Chore::Apply { verdicts, reply }))
+        match self
+            .ask(|reply| Msg::Chore(Chore::Apply { verdicts, reply }))
             .await
-            .is_err()
         {
-            return gone();
-        }
-        match rx.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => gone(),
+            Some(r) => r.map_err(|e| e.to_string()),
+            None => Err(GONE.to_owned()),
         }
     }
 
     /// Puts the dead letters back into the queue; refused with
     /// [`CommitError::QueueFull`] when they would not fit under the cap.
     pub async fn retry_dead(&self) -> Result<u64, CommitError> {
-        let (reply, rx) = oneshot::channel();
-        let gone = || Err(CommitError::Storage("the daemon is shutting down".into()));
-        if self
-            .tx
-            .send(Msg::Chore(Chore::RetryDead { reply }))
+        self.ask(|reply| Msg::Chore(Chore::RetryDead { reply }))
             .await
-            .is_err()
-        {
-            return gone();
-        }
-        rx.await.unwrap_or_else(|_| gone())
+            .unwrap_or_else(|| Err(CommitError::Storage(GONE.into())))
     }
 }
 

@@ -136,16 +136,16 @@ impl Ledger {
         // stat before read: a write in between is noticed again at the first commit.
         let seen = clockfile::stat(&home.clock_json());
         let clock_file = clockfile::read(&home.clock_json());
-        // data_version first: whatever another process commits after it is
-        // counted and scanned again at the first commit.
-        let data_version = queue::marks(&mut conn).await?.data_version;
+        // The marks first: whatever another process commits after them
+        // changes data_version, so it is bounded and scanned again at the
+        // first commit.
+        let marks = queue::marks(&mut conn).await?;
         let floor = queue::clock_floor(&mut conn).await?;
         let (high_water_mark, refused_mark) = match floor.high_water_mark {
             Ok(v) => (v, None),
             Err(raw) => (0, Some(raw)),
         };
         let scan = floor.scan;
-        let depth = Depth::AtMost(queue::marks(&mut conn).await?.depth_bound);
         let value = clock_file.value().max(high_water_mark).max(scan.max);
         let node_id = match &clock_file {
             ClockFile::Valid {
@@ -173,8 +173,8 @@ impl Ledger {
             max_queue_size,
             persisted: refused_mark.is_none().then_some(high_water_mark),
             seen_id: floor.max_id,
-            depth,
-            data_version,
+            depth: Depth::AtMost(marks.depth_bound),
+            data_version: marks.data_version,
             clock_json: clockfile::Watched::new(home.clock_json(), node_id, seen),
             refused_mark,
         };
@@ -250,7 +250,7 @@ impl Ledger {
         let applied = outbox::apply(&mut self.conn, verdicts).await?;
         self.depth = self
             .depth
-            .less(applied.delivered + applied.duplicates + applied.dead);
+            .map(|d| d.saturating_sub(applied.delivered + applied.duplicates + applied.dead));
         Ok(applied)
     }
 
@@ -395,7 +395,6 @@ impl Ledger {
             // Near the cap a bound is not enough: count, once.
             self.depth = Depth::Exact(queue::depth(&mut *tx).await?);
         }
-        let exact = self.depth.is_exact();
         let mut depth = self.depth.value();
         // Every statement list is a hop to sqlx's SQLite thread, so a group
         // costs two of them: the begin with the marks, and the rows with the
@@ -490,11 +489,7 @@ impl Ledger {
         self.persisted = Some(self.stamper.clock);
         self.refused_mark = None;
         self.seen_id = seen_id;
-        self.depth = if exact {
-            Depth::Exact(depth)
-        } else {
-            Depth::AtMost(depth)
-        };
+        self.depth = self.depth.map(|d| d + rows.len() as u64);
         self.data_version = marks.data_version;
         Ok(results)
     }
@@ -529,11 +524,11 @@ impl Depth {
         matches!(self, Self::Exact(_))
     }
 
-    /// `n` fewer rows (deleted by us): a bound stays a bound.
-    fn less(self, n: u64) -> Self {
+    /// The depth after rows of ours were added or deleted: a bound stays a bound.
+    fn map(self, f: impl FnOnce(u64) -> u64) -> Self {
         match self {
-            Self::Exact(d) => Self::Exact(d.saturating_sub(n)),
-            Self::AtMost(d) => Self::AtMost(d.saturating_sub(n)),
+            Self::Exact(d) => Self::Exact(f(d)),
+            Self::AtMost(d) => Self::AtMost(f(d)),
         }
     }
 }

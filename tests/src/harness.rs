@@ -1334,6 +1334,11 @@ impl Db {
 // Events
 // ---------------------------------------------------------------------------
 
+/// `n` status drafts for WPs `offset`, `offset + 1`, ...
+pub fn status_drafts(n: usize, offset: usize) -> Vec<Value> {
+    (0..n).map(|i| status_draft((offset + i) as u32)).collect()
+}
+
 /// A valid WPStatusChanged draft for `WP<nn>`.
 pub fn status_draft(wp: u32) -> Value {
     json!({

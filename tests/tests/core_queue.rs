@@ -4,10 +4,6 @@
 use kitty_tests::harness::*;
 use serde_json::Value;
 
-fn batch(n: usize, offset: usize) -> Vec<Value> {
-    (0..n).map(|i| status_draft((offset + i) as u32)).collect()
-}
-
 #[test]
 fn the_default_cap_is_10000_and_at_the_cap_new_events_are_refused() {
     let home = TestHome::new();
@@ -19,7 +15,7 @@ fn the_default_cap_is_10000_and_at_the_cap_new_events_are_refused() {
         "default max_queue_size"
     );
     for k in 0..10 {
-        let accs = api.emit_batch(&batch(1000, k));
+        let accs = api.emit_batch(&status_drafts(1000, k));
         assert_eq!(accs.len(), 1000);
     }
     assert_eq!(api.status().queue.depth, 10_000);
@@ -33,7 +29,7 @@ fn the_default_cap_is_10000_and_at_the_cap_new_events_are_refused() {
     let e = r.error();
     assert_eq!(e.error, "queue_full");
     assert!(!e.message.is_empty());
-    let r = api.post_events(&Value::Array(batch(2, 0)));
+    let r = api.post_events(&Value::Array(status_drafts(2, 0)));
     r.assert_status(507);
 
     assert_eq!(home.db().rows(), before, "existing rows untouched");
@@ -64,13 +60,13 @@ fn a_configured_cap_counts_the_whole_request() {
     let d = home.start_daemon();
     let api = d.api();
     assert_eq!(api.status().queue.max_queue_size, 5);
-    api.emit_batch(&batch(3, 0));
+    api.emit_batch(&status_drafts(3, 0));
     // 3 + 3 > 5: refused as a whole.
-    let r = api.post_events(&Value::Array(batch(3, 3)));
+    let r = api.post_events(&Value::Array(status_drafts(3, 3)));
     r.assert_status(507);
     assert_eq!(r.error().error, "queue_full");
     assert_eq!(home.db().count(), 3, "all or nothing");
-    api.emit_batch(&batch(2, 3));
+    api.emit_batch(&status_drafts(2, 3));
     assert_eq!(home.db().count(), 5);
     api.post_events(&status_draft(9)).assert_status(507);
 
@@ -176,7 +172,7 @@ fn the_queue_view_is_oldest_first_and_limited() {
     let home = TestHome::new();
     let d = home.start_daemon();
     let api = d.api();
-    let accs = api.emit_batch(&batch(5, 0));
+    let accs = api.emit_batch(&status_drafts(5, 0));
     let view = api.queue(3);
     assert_eq!(view.depth, 5);
     assert_eq!(view.events.len(), 3);

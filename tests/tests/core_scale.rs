@@ -12,10 +12,6 @@
 use kitty_tests::harness::*;
 use serde_json::Value;
 
-fn batch(n: usize, offset: usize) -> Vec<Value> {
-    (0..n).map(|i| status_draft((offset + i) as u32)).collect()
-}
-
 /// A row as another process writes it: a complete envelope with `lamport`.
 fn insert_foreign(home: &TestHome, lamport: u64) -> String {
     let id = new_ulid();
@@ -34,18 +30,18 @@ fn the_depth_follows_rows_other_processes_insert_and_delete() {
     home.write_config(10);
     let d = home.start_daemon();
     let api = d.api();
-    api.emit_batch(&batch(6, 0));
+    api.emit_batch(&status_drafts(6, 0));
     // Another process queues three rows behind the daemon's back.
     for l in 1..=3 {
         insert_foreign(&home, l);
     }
     assert_eq!(home.db().count(), 9);
     // 9 + 2 > 10: the daemon counted them before checking the cap.
-    let r = api.post_events(&Value::Array(batch(2, 10)));
+    let r = api.post_events(&Value::Array(status_drafts(2, 10)));
     r.assert_status(507);
     assert_eq!(r.error().error, "queue_full");
     assert_eq!(home.db().count(), 9, "nothing changed");
-    assert_eq!(api.emit_batch(&batch(1, 20)).len(), 1, "9 + 1 fits");
+    assert_eq!(api.emit_batch(&status_drafts(1, 20)).len(), 1, "9 + 1 fits");
     assert_eq!(api.status().queue.depth, 10);
     // It deletes five: room again, and the daemon knows it.
     assert_eq!(
@@ -53,7 +49,7 @@ fn the_depth_follows_rows_other_processes_insert_and_delete() {
             .execute("DELETE FROM queue WHERE id IN (SELECT id FROM queue ORDER BY id LIMIT 5)"),
         5
     );
-    assert_eq!(api.emit_batch(&batch(5, 30)).len(), 5);
+    assert_eq!(api.emit_batch(&status_drafts(5, 30)).len(), 5);
     assert_eq!(home.db().count(), 10);
     api.post_events(&status_draft(99)).assert_status(507);
     d.stop_gracefully();
@@ -64,7 +60,7 @@ fn values_queued_after_the_last_scan_are_never_issued_again() {
     let home = TestHome::new();
     let d = home.start_daemon();
     let api = d.api();
-    api.emit_batch(&batch(3, 0));
+    api.emit_batch(&status_drafts(3, 0));
     // While it runs: a row above what it has seen.
     insert_foreign(&home, 500);
     let a = api.emit(&status_draft(7));
@@ -108,7 +104,7 @@ fn requeueing_dead_letters_respects_the_cap() {
     home.write_config(3);
     let d = home.start_daemon();
     let api = d.api();
-    api.emit_batch(&batch(3, 0));
+    api.emit_batch(&status_drafts(3, 0));
     // A dead letter, as five rejections leave it.
     let id = new_ulid();
     home.db().execute(&format!(
@@ -172,9 +168,9 @@ fn a_queue_of_a_million_rows_starts_reports_and_takes_events() {
     assert!(status.clock.value >= 123_456, "{:?}", status.clock);
     let a = api.emit(&status_draft(2));
     assert!(a.lamport_clock > 123_456, "{a:?}");
-    let full = api.post_events(&Value::Array(batch(2, 3)));
+    let full = api.post_events(&Value::Array(status_drafts(2, 3)));
     full.assert_status(507);
-    assert_eq!(api.emit_batch(&batch(1, 5)).len(), 1);
+    assert_eq!(api.emit_batch(&status_drafts(1, 5)).len(), 1);
     let out = home.client(&["status", "--json"]);
     let v: Value = out.json();
     assert_eq!(v["queue"]["depth"], N + 2, "{out}");
