@@ -15,6 +15,10 @@ const EX_CONFIG: u8 = 78;
 /// (and EX_CONFIG) in RestartPreventExitStatus=, so neither causes a restart loop.
 const EX_ALREADY_RUNS: u8 = 73;
 
+/// See the workspace Cargo.toml: the hot path allocates per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -60,7 +64,11 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
     }
     // reqwest and tungstenite share rustls; ring is its crypto here (see Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for every task: the work per request is small, and on two
+    // cores the hand-offs between worker threads cost more than they spread
+    // (BENCHMARKS.md, issue 10: 16 clients 9,291/s on two workers, 18,268/s
+    // on one). sqlx's threads and spawn_blocking still run beside it.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

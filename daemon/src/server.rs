@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -33,9 +34,26 @@ use tokio::sync::watch;
 use crate::settings::SettingsRx;
 use crate::writer::WriterHandle;
 
-/// What every handler may read.
+/// What every handler may read: a handle, since axum clones the state for
+/// every request (a clone of the fields was a dozen allocations per event).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields behind [`AppState`].
+pub struct Shared {
     pub home: Home,
     pub socket: PathBuf,
     pub writer: WriterHandle,

@@ -22,10 +22,6 @@ use crate::settings::SettingsRx;
 
 /// Most events one transaction takes; bounds a commit's latency.
 const MAX_GROUP_EVENTS: usize = 8192;
-/// How many times a group yields to the runtime for more requests to join,
-/// when the last group had several: no timer (tokio's is 1 ms coarse), and
-/// nothing at all for a lone client, whose round trip it would only lengthen.
-const FILL_YIELDS: u32 = 4;
 /// Requests waiting for the writer; beyond this, handlers wait to enqueue.
 const CHANNEL_DEPTH: usize = 4096;
 /// How often an idle writer checks that `clock.lock` is still its own, so a
@@ -205,9 +201,6 @@ pub fn spawn(
         let mut check = tokio::time::interval(OWNERSHIP_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lost_lock = false;
-        // Whether the last group held more than one request: then others are
-        // likely on their way, and the next group waits a moment for them.
-        let mut busy = false;
         loop {
             let first = tokio::select! {
                 msg = rx.recv() => match msg {
@@ -232,32 +225,24 @@ pub fn spawn(
             };
             let mut events = 0;
             let mut next = Some(first);
-            let mut fill = if busy { FILL_YIELDS } else { 0 };
-            loop {
-                while let Some(msg) = next.take() {
-                    match msg {
-                        Msg::Commit { job, reply } => {
-                            events += job.events.len();
-                            jobs.push(job);
-                            replies.push(reply);
-                        }
-                        Msg::Receive(remote, node) => ledger.observe_from(remote, node.as_deref()),
-                        Msg::Chore(chore) => chores.push(chore),
+            // What is there now, and nothing more: waiting for requests on
+            // their way (yielding to the runtime so the connections hand them
+            // in) made groups no larger here, and its polling cost the one
+            // thread that parses requests (BENCHMARKS.md, issue 10).
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Commit { job, reply } => {
+                        events += job.events.len();
+                        jobs.push(job);
+                        replies.push(reply);
                     }
-                    if events < MAX_GROUP_EVENTS {
-                        next = rx.try_recv().ok();
-                    }
+                    Msg::Receive(remote, node) => ledger.observe_from(remote, node.as_deref()),
+                    Msg::Chore(chore) => chores.push(chore),
                 }
-                if fill == 0 || events >= MAX_GROUP_EVENTS {
-                    break;
+                if events < MAX_GROUP_EVENTS {
+                    next = rx.try_recv().ok();
                 }
-                // Let the connections' tasks that are parsing requests right
-                // now hand them in, so that they share this commit's sync.
-                fill -= 1;
-                tokio::task::yield_now().await;
-                next = rx.try_recv().ok();
             }
-            busy = jobs.len() > 1;
             if jobs.is_empty() && !ledger.unpersisted() {
                 do_chores(&mut ledger, &settings, chores.drain(..)).await;
                 depth_out.store(ledger.depth(), Ordering::Relaxed);

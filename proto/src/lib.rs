@@ -44,3 +44,12 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 /// The largest Lamport value accepted: 2^53 - 1, the largest integer that the
 /// Python and JavaScript ends of spec-kitty read back exactly.
 pub const MAX_LAMPORT: u64 = (1 << 53) - 1;
+
+/// How far ahead of the last value it issued the daemon keeps clock.json:
+/// the file holds a value no event has yet, and is rewritten only when the
+/// clock passes it (once per this many values, not once per commit). A CLI
+/// process that loads the file then ticks above everything the daemon issues
+/// until the daemon has issued this many more; a restart skips at most this
+/// many values. A process queueing directly (one event and exit) keeps the
+/// file exact.
+pub const CLOCK_JSON_HEADROOM: u64 = 1000;

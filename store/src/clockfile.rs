@@ -111,7 +111,7 @@ pub fn write(path: &Path, value: u64, node_id: &str) -> std::io::Result<()> {
 }
 
 /// Replaces the checkpoint atomically (a temporary file put in its place), 0600,
-/// without waiting for the disk: cheap enough for every commit, since the
+/// without waiting for the disk: cheap enough to follow the clock, since the
 /// high-water mark in queue.db, not this file, is what survives a crash.
 /// Returns the [`FileId`] of the file written.
 pub fn replace(path: &Path, value: u64, node_id: &str) -> std::io::Result<FileId> {
@@ -160,9 +160,9 @@ fn swap_into_place(tmp: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// clock.json as a writer of the clock keeps it: rewritten after every commit
-/// (cheaply, see [`replace`]), re-read whenever someone else wrote it, and
-/// never lowered.
+/// clock.json as a writer of the clock keeps it: at or above every value
+/// issued (rewritten cheaply, see [`replace`], when a commit passes what it
+/// holds), re-read whenever someone else wrote it, and never lowered.
 #[derive(Debug)]
 pub struct Watched {
     path: PathBuf,
@@ -171,6 +171,8 @@ pub struct Watched {
     seen: Option<FileId>,
     /// The value of our own last write, while the file is still that write.
     ours: Option<u64>,
+    /// How far ahead of the clock a write puts the file (0: exactly at it).
+    headroom: u64,
     /// A write failed and was not yet followed by one that succeeded.
     failing: bool,
 }
@@ -195,8 +197,21 @@ impl Watched {
             node_id,
             seen,
             ours: None,
+            headroom: 0,
             failing: false,
         }
+    }
+
+    /// From now on a write puts the file `headroom` values ahead of the clock
+    /// (never beyond [`kitty_proto::MAX_LAMPORT`]), so that the file is
+    /// rewritten once per `headroom` values instead of once per commit.
+    pub fn set_headroom(&mut self, headroom: u64) {
+        self.headroom = headroom;
+    }
+
+    /// The value the file holds by our own write, while it is still that write.
+    pub fn held(&self) -> Option<u64> {
+        self.ours
     }
 
     /// One `stat`; a read only when the file changed since we last looked.
@@ -217,17 +232,22 @@ impl Watched {
         }
     }
 
-    /// Makes the file say `value`, unless it already does by our own write.
-    /// The caller noticed the file first and never passes a lower value than
-    /// it holds. A failure leaves the file as it was, for the next try.
+    /// Makes the file say at least `value` (plus the headroom), unless our
+    /// own last write, still in place, already covers it. The caller noticed
+    /// the file first and never passes a lower value than it holds. A failure
+    /// leaves the file as it was, for the next try.
     pub fn publish(&mut self, value: u64) -> std::io::Result<()> {
-        if self.ours == Some(value) {
+        if self.ours.is_some_and(|held| held >= value) {
             return Ok(());
         }
-        match replace(&self.path, value, &self.node_id) {
+        let target = value
+            .saturating_add(self.headroom)
+            .min(kitty_proto::MAX_LAMPORT)
+            .max(value);
+        match replace(&self.path, target, &self.node_id) {
             Ok(id) => {
                 self.seen = Some(id);
-                self.ours = Some(value);
+                self.ours = Some(target);
                 if std::mem::take(&mut self.failing) {
                     tracing::info!("clock.json is written again");
                 }
@@ -291,6 +311,57 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn with_headroom_the_file_is_rewritten_only_when_the_clock_passes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock.json");
+        let mut w = Watched::new(p.clone(), "3f9a0c1b2d4e".into(), None);
+        w.set_headroom(1000);
+        assert_eq!(w.notice(), Noticed::Nothing);
+        w.publish(1).unwrap();
+        assert_eq!(read(&p).value(), 1001, "ahead of the clock");
+        let first = stat(&p);
+        for v in [2, 500, 1001] {
+            assert_eq!(w.notice(), Noticed::Nothing);
+            w.publish(v).unwrap();
+            assert_eq!(stat(&p), first, "{v} is covered: not rewritten");
+        }
+        w.publish(1002).unwrap();
+        assert_eq!(read(&p).value(), 2002);
+        assert_eq!(w.held(), Some(2002));
+
+        // Another process writes a lower value: it is noticed, and the next
+        // publish raises the file again even for a value we had covered.
+        write(&p, 40, "abcdefabcdef").unwrap();
+        assert_eq!(w.notice(), Noticed::Value(40));
+        assert_eq!(w.held(), None);
+        w.publish(1500).unwrap();
+        assert_eq!(read(&p).value(), 2500);
+
+        // Never beyond the contract's range, never below the value itself.
+        let max = kitty_proto::MAX_LAMPORT;
+        w.publish(max - 10).unwrap();
+        assert_eq!(read(&p).value(), max);
+        w.publish(max).unwrap();
+        assert_eq!(read(&p).value(), max);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn without_headroom_the_file_is_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock.json");
+        let mut w = Watched::new(p.clone(), "3f9a0c1b2d4e".into(), None);
+        w.publish(5).unwrap();
+        assert_eq!(read(&p).value(), 5);
+        w.publish(6).unwrap();
+        assert_eq!(read(&p).value(), 6);
     }
 
     #[test]

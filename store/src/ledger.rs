@@ -319,20 +319,28 @@ impl Ledger {
     }
 
     /// Writes clock.json with the current value, durably, unless someone wrote
-    /// a higher one since: the file never goes back.
+    /// a higher one since or our own write holds one ahead (the headroom):
+    /// the file never goes back.
     pub fn checkpoint(&mut self, home: &Home) -> std::io::Result<()> {
         self.notice_clock_json();
-        clockfile::write(
-            &home.clock_json(),
-            self.stamper.clock,
-            &self.stamper.node_id,
-        )
+        let value = self
+            .clock_json
+            .held()
+            .map_or(self.stamper.clock, |held| held.max(self.stamper.clock));
+        clockfile::write(&home.clock_json(), value, &self.stamper.node_id)
+    }
+
+    /// Keeps clock.json `headroom` values ahead of the clock from now on, so
+    /// that it is rewritten once per `headroom` values rather than after every
+    /// commit ([`kitty_proto::CLOCK_JSON_HEADROOM`] says why that is safe).
+    pub fn keep_clock_json_ahead(&mut self, headroom: u64) {
+        self.clock_json.set_headroom(headroom);
     }
 
     /// Commits `jobs` in one transaction; one result per job, in order. A job
     /// refused for the cap or the clock's range changes nothing; if the
     /// transaction fails, no job's events are stored and the clock is as it was
-    /// (past any value others issued meanwhile). clock.json is current after.
+    /// (past any value others issued meanwhile). clock.json covers the clock after.
     pub async fn commit(
         &mut self,
         jobs: &[Job],
@@ -498,7 +506,8 @@ impl Ledger {
         notice_clock_json(&mut self.clock_json, &mut self.stamper);
     }
 
-    /// clock.json after a commit: the current value, never lower than the file.
+    /// clock.json after a commit: at or above the current value (see
+    /// [`Self::keep_clock_json_ahead`]), never lower than the file.
     fn publish_clock_json(&mut self) {
         self.notice_clock_json();
         // A failure is logged by the watcher and retried after the next commit.
@@ -1138,6 +1147,40 @@ mod tests {
         clockfile::write(&home.clock_json(), 70, "abcdefabcdef").unwrap();
         l.checkpoint(&home).unwrap();
         assert_eq!(home_clock_value(&home), 70, "a checkpoint never lowers it");
+    }
+
+    #[tokio::test]
+    async fn clock_json_kept_ahead_covers_every_value_and_survives_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 10_000).await;
+        l.keep_clock_json_ahead(10);
+        assert_eq!(emit(&mut l, 1).await, vec![1]);
+        assert_eq!(home_clock_value(&home), 11, "ahead by the headroom");
+        let written = clockfile::stat(&home.clock_json());
+        assert_eq!(emit(&mut l, 10).await, (2..=11).collect::<Vec<_>>());
+        assert_eq!(
+            clockfile::stat(&home.clock_json()),
+            written,
+            "values up to 11 were covered: no rewrite"
+        );
+        assert_eq!(emit(&mut l, 1).await, vec![12]);
+        assert_eq!(home_clock_value(&home), 22);
+        // The CLI loads the file now and ticks above everything issued.
+        clockfile::write(&home.clock_json(), 23, "abcdefabcdef").unwrap();
+        assert_eq!(emit(&mut l, 1).await, vec![24], "continues above the CLI");
+        assert_eq!(home_clock_value(&home), 34);
+        // At shutdown the reservation stays: the file is never lowered.
+        l.checkpoint(&home).unwrap();
+        assert_eq!(home_clock_value(&home), 34);
+        drop(l);
+        let (mut again, recovery) = open(&home, 10_000).await;
+        assert_eq!(recovery.value, 34);
+        assert_eq!(
+            emit(&mut again, 1).await,
+            vec![35],
+            "a restart skips the rest"
+        );
     }
 
     #[tokio::test]

@@ -527,7 +527,23 @@ impl TestHome {
             .and_then(|v| v.get("value").and_then(Value::as_u64))
     }
 
-    /// Waits (≤ 5 s; the daemon rewrites it after every commit) until
+    /// Asserts that clock.json, as a daemon keeps it, covers `last` (the
+    /// largest value issued): at or above it, and at most the daemon's
+    /// headroom ahead ([`kitty_proto::CLOCK_JSON_HEADROOM`]). Returns the value.
+    #[track_caller]
+    pub fn assert_clock_covers(&self, last: u64, why: &str) -> u64 {
+        let v = self
+            .clock_value()
+            .unwrap_or_else(|| panic!("{why}: no valid clock.json: {:?}", self.clock_text()));
+        let top = last.saturating_add(kitty_proto::CLOCK_JSON_HEADROOM);
+        assert!(
+            (last..=top).contains(&v),
+            "{why}: clock.json holds {v}, expected {last} to {top} (covering the last value issued)"
+        );
+        v
+    }
+
+    /// Waits (≤ 5 s; the daemon rewrites it when a commit passes it) until
     /// clock.json holds a value ≥ `at_least`; returns it.
     pub fn wait_clock_at_least(&self, at_least: u64) -> u64 {
         eventually(

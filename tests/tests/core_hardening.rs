@@ -202,11 +202,7 @@ fn a_fifo_clock_json_is_set_aside_and_the_daemon_starts_and_stops() {
     assert!(kept.file_type().is_fifo(), "the FIFO is kept aside");
     assert!(d.log().contains("FIFO"), "{}", d.log());
     d.stop_gracefully();
-    assert_eq!(
-        home.clock_value(),
-        Some(1),
-        "clock.json is a real file again"
-    );
+    home.assert_clock_covers(1, "clock.json is a real file again");
 }
 
 #[test]

@@ -66,7 +66,16 @@ fn a_client_falling_back_after_the_locks_are_removed_never_reuses_a_value() {
     let out = home.client_emit("WPStatusChanged", &status_draft(4)["payload"]);
     assert_eq!(out["path"], "direct", "{out}");
     let theirs = out["lamport_clock"].as_u64().unwrap();
-    assert_eq!(theirs, 4);
+    // Above clock.json, which the daemon keeps ahead of its values.
+    let covered = home.assert_clock_covers(theirs, "the client's value");
+    assert!(
+        theirs > 3,
+        "the client issued {theirs} after the daemon's 3"
+    );
+    assert_eq!(
+        covered, theirs,
+        "a client queueing directly keeps clock.json exact"
+    );
     d.thaw();
     let ours = api.emit(&status_draft(5)).lamport_clock;
     assert!(
@@ -76,9 +85,12 @@ fn a_client_falling_back_after_the_locks_are_removed_never_reuses_a_value() {
     wait_locks_retaken(&home, &d);
     let next = api.emit(&status_draft(6)).lamport_clock;
     assert!(next > ours);
-    assert_eq!(assert_all_distinct(&home), vec![1, 2, 3, 4, ours, next]);
+    assert_eq!(
+        assert_all_distinct(&home),
+        vec![1, 2, 3, theirs, ours, next]
+    );
     d.stop_gracefully();
-    assert_eq!(home.clock_value(), Some(next));
+    home.assert_clock_covers(next, "at shutdown");
 }
 
 #[test]
@@ -130,7 +142,10 @@ fn a_daemon_whose_clock_lock_another_holds_stops_stamping_until_it_is_back() {
     let b = home.start_daemon();
     let api_b = b.api();
     let from_b = api_b.emit(&status_draft(2)).lamport_clock;
-    assert_eq!(from_b, 2, "it resumes above the first one's values");
+    assert!(
+        from_b > 1,
+        "it resumes above the first one's values: {from_b}"
+    );
     a.thaw();
     // The first one sees clock.lock held by another process: it refuses to stamp.
     let refused = api_a.post_events(&status_draft(3));

@@ -202,7 +202,7 @@ impl RunningDaemon {
             writer.clone(),
             stop_rx.clone(),
         ));
-        let state = AppState {
+        let state = AppState::new(server::Shared {
             home,
             socket: socket.clone(),
             writer,
@@ -213,7 +213,7 @@ impl RunningDaemon {
             started,
             uplink: uplink_shared,
             health: Default::default(),
-        };
+        });
         let mut until_stop = stop_rx.clone();
         let server = tokio::spawn(server::serve(
             listening.listener,
@@ -287,7 +287,8 @@ impl RunningDaemon {
         // Every writer handle is gone now: the writer commits what it holds and ends.
         let mut ledger = tasks.writer.await.map_err(StartError::Writer)?;
         let last = ledger.clock();
-        // clock.json is current after every commit; this write also makes it durable.
+        // clock.json covers every value issued (a commit passing it rewrote
+        // it); this write also makes it durable.
         if let Err(e) = ledger.checkpoint(&home) {
             tracing::warn!("cannot write {}: {e}", home.clock_json().display());
         }
@@ -340,6 +341,7 @@ async fn open_ledger(home: &Home, settings: &Settings) -> Result<Ledger, StartEr
         kitty_store::db::BUSY_TIMEOUT,
     )
     .await?;
+    ledger.keep_clock_json_ahead(kitty_proto::CLOCK_JSON_HEADROOM);
     recovery::report_recovery(home, &recovery);
     // queue.db's high-water mark holds the clock; a full disk must not stop us.
     if recovery.checkpoint_stale()

@@ -96,7 +96,16 @@ pub async fn post(
     team: Option<&str>,
     rows: &[Outgoing],
 ) -> Result<Vec<(String, Verdict)>, BatchError> {
-    let (gz, mut verdicts) = body(rows, team);
+    // Off the runtime's one thread: re-serialising and compressing a
+    // thousand events takes milliseconds the socket's requests would wait.
+    let (owned, team_owned) = (rows.to_vec(), team.map(str::to_owned));
+    let (gz, mut verdicts) =
+        tokio::task::spawn_blocking(move || body(&owned, team_owned.as_deref()))
+            .await
+            .map_err(|e| BatchError::Failed {
+                message: format!("building the batch failed: {e}"),
+                connect: false,
+            })?;
     if verdicts.len() == rows.len() {
         return Ok(verdicts);
     }
