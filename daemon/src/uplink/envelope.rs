@@ -24,8 +24,14 @@ pub fn outgoing<'a>(data: &'a str, team: Option<&str>) -> Option<Cow<'a, str>> {
         }
         return Some(Cow::Borrowed(data));
     }
-    serde_json::from_str::<Map<String, Value>>(data).ok()?;
-    Some(Cow::Borrowed(data))
+    is_object(data).then_some(Cow::Borrowed(data))
+}
+
+/// Whether `data` is one JSON object, checked without building it (a raw
+/// value is validated, not allocated): this runs for every event sent.
+fn is_object(data: &str) -> bool {
+    serde_json::from_str::<&serde_json::value::RawValue>(data)
+        .is_ok_and(|raw| raw.get().starts_with('{'))
 }
 
 #[cfg(test)]
@@ -47,5 +53,9 @@ mod tests {
         ));
         assert!(outgoing("not json", Some("acme")).is_none());
         assert!(outgoing("[1]", None).is_none());
+        assert!(outgoing(" {\"a\":1} ", None).is_some(), "whitespace around");
+        for bad in ["{\"a\":1", "{\"a\":1} {}", "{\"a\":}", "\"{\"", "", "   "] {
+            assert!(outgoing(bad, None).is_none(), "{bad:?}");
+        }
     }
 }
