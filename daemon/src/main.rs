@@ -15,10 +15,6 @@ const EX_CONFIG: u8 = 78;
 /// (and EX_CONFIG) in RestartPreventExitStatus=, so neither causes a restart loop.
 const EX_ALREADY_RUNS: u8 = 73;
 
-/// See the workspace Cargo.toml: the hot path allocates per request.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
