@@ -104,6 +104,15 @@ pub struct Ledger {
     /// connection commits, so while it stands still `depth` and `seen_id` are
     /// the whole truth. Every write of ours goes through this one connection.
     data_version: i64,
+    /// `data_version` when everything others may write was last read: the
+    /// rows above `seen_id`, the stored high-water mark and the depth (at the
+    /// open, and in every commit the long way). While it stands, a commit may
+    /// skip those reads ([`Self::commit_in_one_trip`]). Unlike `data_version`,
+    /// a count for `status` does not move it, since it reads no clock values.
+    synced_version: i64,
+    /// Commits that took [`Self::commit_in_one_trip`], for the tests.
+    #[cfg(test)]
+    one_trip: u64,
     clock_json: clockfile::Watched,
     /// The refused high-water mark last warned about, so the log says it once.
     refused_mark: Option<String>,
@@ -133,6 +142,10 @@ impl Ledger {
         busy_timeout: Duration,
     ) -> Result<(Self, Recovery), StoreError> {
         let mut conn = db::open_writer(&home.queue_db(), busy_timeout).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(queue::guard_setup()))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::db("cannot prepare queue.db's commit guard"))?;
         // stat before read: a write in between is noticed again at the first commit.
         let seen = clockfile::stat(&home.clock_json());
         let clock_file = clockfile::read(&home.clock_json());
@@ -175,6 +188,9 @@ impl Ledger {
             seen_id: floor.max_id,
             depth: Depth::AtMost(marks.depth_bound),
             data_version: marks.data_version,
+            synced_version: marks.data_version,
+            #[cfg(test)]
+            one_trip: 0,
             clock_json: clockfile::Watched::new(home.clock_json(), node_id, seen),
             refused_mark,
         };
@@ -373,6 +389,9 @@ impl Ledger {
         restore: &mut u64,
     ) -> Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError> {
         self.assert_ownership().await?;
+        if let Some(done) = self.commit_in_one_trip(jobs, team_slug).await {
+            return done;
+        }
         // IMMEDIATE takes the write lock at once, so what we read below stays
         // true until we commit, even if the Python CLI writes the file too.
         let marks = queue::begin_with_marks(&mut self.conn).await?;
@@ -403,12 +422,13 @@ impl Ledger {
             // Near the cap a bound is not enough: count, once.
             self.depth = Depth::Exact(queue::depth(&mut *tx).await?);
         }
-        let mut depth = self.depth.value();
-        // Every statement list is a hop to sqlx's SQLite thread, so a group
-        // costs two of them: the begin with the marks, and the rows with the
-        // high-water mark and the commit. One more when drafts bring ids (the
-        // lookup of those already queued), and two only when another process
-        // wrote since (the count above and the scan below).
+        let depth = self.depth.value();
+        // Every statement list is a hop to sqlx's SQLite thread, so the long
+        // way costs two of them (one is the usual: commit_in_one_trip): the
+        // begin with the marks, and the rows with the high-water mark and the
+        // commit. One more when drafts bring ids (the lookup of those already
+        // queued), and two only when another process wrote since (the count
+        // above and the scan below).
         let others_rows = if marks.max_id > self.seen_id {
             queue::scan_lamport_after(&mut *tx, self.seen_id).await?.max
         } else {
@@ -444,6 +464,85 @@ impl Ledger {
             .filter_map(Submission::event_id)
             .collect();
         let mut known = existing(&mut *tx, &preset).await?;
+        let (rows, results) = self.stamp_jobs(jobs, team_slug, &mut known, depth, now);
+        // AUTOINCREMENT: the rows get the ids after the largest ever given.
+        let seen_id = self.seen_id.max(marks.max_id + rows.len() as i64);
+        let mark = self.mark_binds(seen_id);
+        write_and_commit(&mut self.conn, None, &rows, mark).await?;
+        self.committed(rows.len(), seen_id);
+        self.data_version = marks.data_version;
+        self.synced_version = marks.data_version;
+        Ok(results)
+    }
+
+    /// A group in one trip to SQLite's thread instead of two, when nothing
+    /// has to be read before stamping: no other connection committed since
+    /// our last look (so the depth, the stored mark and the row ids we know
+    /// are the whole truth), the group brings no event ids to look up, its
+    /// cap decisions are certain, and its rows fit one statement. The rows
+    /// are stamped from what we know and sent after `BEGIN IMMEDIATE` and a
+    /// guard that aborts the list if `data_version` moved meanwhile; then the
+    /// stamps are undone and `None` sends the group the long way, which reads
+    /// what the others wrote. `None` too when the shortcut does not apply.
+    async fn commit_in_one_trip(
+        &mut self,
+        jobs: &[Job],
+        team_slug: &str,
+    ) -> Option<Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError>> {
+        let wanted: u64 = jobs.iter().map(|j| j.events.len() as u64).sum();
+        let certain = self.depth.is_exact() || self.depth.value() + wanted <= self.max_queue_size;
+        let presets = jobs
+            .iter()
+            .flat_map(|j| &j.events)
+            .any(|e| e.event_id().is_some());
+        let persisted = self.persisted.filter(|_| self.refused_mark.is_none())?;
+        if !certain || presets || wanted as usize > INSERT_CHUNK {
+            return None;
+        }
+        notice_clock_json(&mut self.clock_json, &mut self.stamper);
+        // Never above the clock unless queue.db was changed behind our back,
+        // which data_version would show; kept for the same rule as the long way.
+        self.stamper.clock = self.stamper.clock.max(persisted);
+        let before = self.stamper.clock;
+        let mut known = HashMap::new();
+        let (rows, results) =
+            self.stamp_jobs(jobs, team_slug, &mut known, self.depth.value(), Utc::now());
+        // The guard checks that `seen_id` is the largest id given, so the
+        // rows get the ones after it.
+        let seen_id = self.seen_id + rows.len() as i64;
+        let guard = Some((self.synced_version, self.seen_id, persisted));
+        let mark = self.mark_binds(seen_id);
+        match write_and_commit(&mut self.conn, guard, &rows, mark).await {
+            Ok(()) => {
+                self.committed(rows.len(), seen_id);
+                #[cfg(test)]
+                {
+                    self.one_trip += 1;
+                }
+                Some(Ok(results))
+            }
+            Err(e) => {
+                queue::rollback(&mut self.conn).await;
+                self.stamper.clock = before;
+                match e {
+                    StoreError::Db { source, .. } if queue::guard_tripped(&source) => None,
+                    e => Some(Err(e)),
+                }
+            }
+        }
+    }
+
+    /// Stamps the events of `jobs` that fit (the cap from `depth`, the
+    /// clock's range), skipping those `known` holds already (retries): the
+    /// rows to insert, and one result per job, in order.
+    fn stamp_jobs(
+        &mut self,
+        jobs: &[Job],
+        team_slug: &str,
+        known: &mut HashMap<String, u64>,
+        mut depth: u64,
+        now: DateTime<Utc>,
+    ) -> (Vec<Row>, Vec<Result<Vec<Accepted>, CommitError>>) {
         let mut rows: Vec<Row> = Vec::new();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -455,7 +554,7 @@ impl Ledger {
                 }));
                 continue;
             }
-            if !self.stamper.fits(&job.events, &known) {
+            if !self.stamper.fits(&job.events, known) {
                 results.push(Err(CommitError::ClockExhausted {
                     clock: self.stamper.clock,
                 }));
@@ -489,17 +588,21 @@ impl Ledger {
             }
             results.push(Ok(accepted));
         }
-        // AUTOINCREMENT: the rows get the ids after the largest ever given.
-        let seen_id = self.seen_id.max(marks.max_id + rows.len() as i64);
-        let mark = (self.persisted != Some(self.stamper.clock))
-            .then(|| queue::mark_binds(self.stamper.clock, seen_id));
-        write_and_commit(&mut *tx, &rows, mark).await?;
+        (rows, results)
+    }
+
+    /// The high-water mark's upsert, when the clock moved past the stored one.
+    fn mark_binds(&self, seen_id: i64) -> Option<[String; 4]> {
+        (self.persisted != Some(self.stamper.clock))
+            .then(|| queue::mark_binds(self.stamper.clock, seen_id))
+    }
+
+    /// What a commit of `inserted` rows, up to row id `seen_id`, leaves known.
+    fn committed(&mut self, inserted: usize, seen_id: i64) {
         self.persisted = Some(self.stamper.clock);
         self.refused_mark = None;
         self.seen_id = seen_id;
-        self.depth = self.depth.map(|d| d + rows.len() as u64);
-        self.data_version = marks.data_version;
-        Ok(results)
+        self.depth = self.depth.map(|d| d + inserted as u64);
     }
 
     fn notice_clock_json(&mut self) {
@@ -590,12 +693,22 @@ async fn existing(
 
 /// Inserts the rows, stores the high-water mark (when it moved) and commits:
 /// the last chunk of rows, the mark and the COMMIT go as one statement list.
+/// The rows, the high-water mark and `COMMIT`. With `guard` (the marks the
+/// caller stamped by: `data_version`, the largest row id given, the stored
+/// high-water mark), the list also begins the transaction and fails with
+/// [`queue::GUARD_TRIPPED`] if the file's differ; the rows must then fit one
+/// statement.
 async fn write_and_commit(
     conn: &mut SqliteConnection,
+    guard: Option<(i64, i64, u64)>,
     rows: &[Row],
     mark: Option<[String; 4]>,
 ) -> Result<(), StoreError> {
     let chunks: Vec<&[Row]> = rows.chunks(INSERT_CHUNK).collect();
+    debug_assert!(
+        guard.is_none() || chunks.len() <= 1,
+        "a guarded list is one statement"
+    );
     let (last, before) = match chunks.split_last() {
         Some((last, before)) => (Some(*last), before),
         None => (None, &[][..]),
@@ -608,6 +721,18 @@ async fn write_and_commit(
             .map_err(StoreError::db("cannot insert into the queue"))?;
     }
     let mut qb = QueryBuilder::<Sqlite>::new("");
+    if let Some((version, seq, hwm)) = guard {
+        let mut parts = queue::GUARD.split('?');
+        qb.push("BEGIN IMMEDIATE; ");
+        qb.push(parts.next().unwrap_or_default());
+        qb.push_bind(version);
+        qb.push(parts.next().unwrap_or_default());
+        qb.push_bind(seq);
+        qb.push(parts.next().unwrap_or_default());
+        qb.push_bind(hwm.to_string());
+        qb.push(parts.next().unwrap_or_default());
+        qb.push("; ");
+    }
     if let Some(chunk) = last {
         qb = insert_values(qb, chunk);
         qb.push("; ");
@@ -1181,6 +1306,61 @@ mod tests {
             vec![35],
             "a restart skips the rest"
         );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_queue_commits_in_one_trip_and_others_rows_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 100).await;
+        assert_eq!(emit(&mut l, 1).await, vec![1]);
+        assert_eq!(emit(&mut l, 2).await, vec![2, 3]);
+        assert_eq!(emit(&mut l, 1).await, vec![4]);
+        let short = l.one_trip;
+        assert!(
+            short >= 2,
+            "nobody else wrote: {short} of 3 commits in one trip"
+        );
+        // Another process queues a row with its own, higher value; then a
+        // count for status reads data_version again (and only the depth).
+        let mut other = db::open_writer(&home.queue_db(), db::BUSY_TIMEOUT)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO queue (event_id, event_type, data, timestamp) VALUES ('cli', 'T', '{\"lamport_clock\":50}', 1)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(l.refresh_depth().await.unwrap(), 5);
+        assert_eq!(
+            emit(&mut l, 1).await,
+            vec![51],
+            "continues above the other's row"
+        );
+        assert_eq!(l.one_trip, short, "that commit read the others' rows");
+        assert_eq!(emit(&mut l, 1).await, vec![52]);
+        assert_eq!(l.one_trip, short + 1, "and the next is short again");
+        // Another process moves the stored high-water mark alone.
+        sqlx::query("UPDATE kitty_meta SET value = '90' WHERE key = 'clock_hwm'")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(emit(&mut l, 1).await, vec![91]);
+        assert_eq!(l.one_trip, short + 1);
+        // Rows added on our own connection change no data_version; the
+        // largest id given does.
+        sqlx::query("INSERT INTO queue (event_id, event_type, data, timestamp) VALUES ('own', 'T', '{\"lamport_clock\":200}', 1)")
+            .execute(&mut l.conn)
+            .await
+            .unwrap();
+        assert_eq!(emit(&mut l, 1).await, vec![201]);
+        assert_eq!(l.one_trip, short + 1);
+        let values: Vec<i64> = sqlx::query_scalar(
+            "SELECT json_extract(data, '$.lamport_clock') FROM queue ORDER BY id",
+        )
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+        assert_eq!(values, vec![1, 2, 3, 4, 50, 51, 52, 91, 200, 201]);
     }
 
     #[tokio::test]

@@ -265,6 +265,38 @@ pub(crate) async fn begin_with_marks(conn: &mut SqliteConnection) -> Result<Mark
     Ok(to_marks(row))
 }
 
+/// What [`GUARD`] aborts a statement list with.
+pub(crate) const GUARD_TRIPPED: &str = "queue.db changed since its marks were read";
+
+/// Made once per connection (temporary objects are the connection's own):
+/// an insert into the view compares the marks a commit stamped by with the
+/// file's — `data_version` (another connection committed), the largest row
+/// id ever given (rows were added) and the stored high-water mark — and
+/// aborts the statement list when any differs.
+pub(crate) fn guard_setup() -> String {
+    format!(
+        "CREATE TEMP VIEW IF NOT EXISTS kitty_commit_guard (data_version, seq, hwm)
+             AS SELECT 0, 0, '0';
+         CREATE TEMP TRIGGER IF NOT EXISTS kitty_commit_guard_check
+         INSTEAD OF INSERT ON kitty_commit_guard
+         WHEN NEW.data_version IS NOT (SELECT data_version FROM pragma_data_version)
+           OR NEW.seq IS NOT IFNULL((SELECT seq FROM sqlite_sequence WHERE name = 'queue'), 0)
+           OR NEW.hwm IS NOT IFNULL((SELECT value FROM kitty_meta WHERE key = '{HWM_KEY}'), '0')
+         BEGIN SELECT RAISE(ABORT, '{GUARD_TRIPPED}'); END"
+    )
+}
+
+/// After `BEGIN IMMEDIATE` (the write lock held, so nobody can commit after
+/// it): fails unless the marks are still the bound values (`data_version`,
+/// the largest row id given, the stored high-water mark as text).
+pub(crate) const GUARD: &str =
+    "INSERT INTO temp.kitty_commit_guard (data_version, seq, hwm) VALUES (?, ?, ?)";
+
+/// Whether `e` is [`GUARD`] tripping.
+pub(crate) fn guard_tripped(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().contains(GUARD_TRIPPED))
+}
+
 /// Ends a transaction [`begin_with_marks`] began, after a failure. SQLite
 /// may have rolled it back itself (a full disk): then there is nothing to do.
 pub(crate) async fn rollback(conn: &mut SqliteConnection) {
