@@ -481,9 +481,10 @@ impl Ledger {
     /// are the whole truth), the group brings no event ids to look up, its
     /// cap decisions are certain, and its rows fit one statement. The rows
     /// are stamped from what we know and sent after `BEGIN IMMEDIATE` and a
-    /// guard that aborts the list if `data_version` moved meanwhile; then the
-    /// stamps are undone and `None` sends the group the long way, which reads
-    /// what the others wrote. `None` too when the shortcut does not apply.
+    /// guard that aborts the list if the file's marks are not those we
+    /// stamped by (see [`queue::guard_setup`]); then the stamps are undone and
+    /// `None` sends the group the long way, which reads what the others
+    /// wrote. `None` too when the shortcut does not apply.
     async fn commit_in_one_trip(
         &mut self,
         jobs: &[Job],
@@ -693,11 +694,10 @@ async fn existing(
 
 /// Inserts the rows, stores the high-water mark (when it moved) and commits:
 /// the last chunk of rows, the mark and the COMMIT go as one statement list.
-/// The rows, the high-water mark and `COMMIT`. With `guard` (the marks the
-/// caller stamped by: `data_version`, the largest row id given, the stored
-/// high-water mark), the list also begins the transaction and fails with
-/// [`queue::GUARD_TRIPPED`] if the file's differ; the rows must then fit one
-/// statement.
+/// With `guard` (the marks the caller stamped by: `data_version`, the largest
+/// row id given, the stored high-water mark), the list also begins the
+/// transaction and fails with [`queue::GUARD_TRIPPED`] if the file's differ;
+/// the rows must then fit one statement.
 async fn write_and_commit(
     conn: &mut SqliteConnection,
     guard: Option<(i64, i64, u64)>,
