@@ -62,7 +62,7 @@ fn run(log_file: Option<std::path::PathBuf>) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One thread for every task: the work per request is small, and on two
     // cores the hand-offs between worker threads cost more than they spread
-    // (BENCHMARKS.md, issue 10: 16 clients 9,291/s on two workers, 18,268/s
+    // (BENCHMARKS.md, issue 10: 16 clients 10,519/s on two workers, 17,764/s
     // on one). sqlx's threads and spawn_blocking still run beside it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

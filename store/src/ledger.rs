@@ -501,8 +501,8 @@ impl Ledger {
             return None;
         }
         notice_clock_json(&mut self.clock_json, &mut self.stamper);
-        // Never above the clock unless queue.db was changed behind our back,
-        // which data_version would show; kept for the same rule as the long way.
+        // The long way's rule (continue above the stored mark); the guard
+        // checks that the mark is still `persisted`.
         self.stamper.clock = self.stamper.clock.max(persisted);
         let before = self.stamper.clock;
         let mut known = HashMap::new();

@@ -405,6 +405,13 @@ pub fn wait_with_guard(child: &mut Child, timeout: Duration) -> Option<ExitStatu
 // TestHome
 // ---------------------------------------------------------------------------
 
+/// Whether a clock.json value `file`, as a daemon keeps it, covers `last`,
+/// the largest value issued: at or above it, at most the daemon's headroom
+/// ahead ([`kitty_proto::CLOCK_JSON_HEADROOM`]).
+pub fn clock_covers(file: u64, last: u64) -> bool {
+    (last..=last.saturating_add(kitty_proto::CLOCK_JSON_HEADROOM)).contains(&file)
+}
+
 /// A temporary `SPEC_KITTY_HOME` and the processes that use it.
 pub struct TestHome {
     tmp: tempfile::TempDir,
@@ -535,10 +542,10 @@ impl TestHome {
         let v = self
             .clock_value()
             .unwrap_or_else(|| panic!("{why}: no valid clock.json: {:?}", self.clock_text()));
-        let top = last.saturating_add(kitty_proto::CLOCK_JSON_HEADROOM);
         assert!(
-            (last..=top).contains(&v),
-            "{why}: clock.json holds {v}, expected {last} to {top} (covering the last value issued)"
+            clock_covers(v, last),
+            "{why}: clock.json holds {v}, expected {last} to {} (covering the last value issued)",
+            last.saturating_add(kitty_proto::CLOCK_JSON_HEADROOM)
         );
         v
     }

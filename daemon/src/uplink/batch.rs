@@ -94,18 +94,21 @@ pub async fn post(
     target: &Target,
     token: &str,
     team: Option<&str>,
-    rows: &[Outgoing],
+    rows: Vec<Outgoing>,
 ) -> Result<Vec<(String, Verdict)>, BatchError> {
     // Off the runtime's one thread: re-serialising and compressing a
     // thousand events takes milliseconds the socket's requests would wait.
-    let (owned, team_owned) = (rows.to_vec(), team.map(str::to_owned));
-    let (gz, mut verdicts) =
-        tokio::task::spawn_blocking(move || body(&owned, team_owned.as_deref()))
-            .await
-            .map_err(|e| BatchError::Failed {
-                message: format!("building the batch failed: {e}"),
-                connect: false,
-            })?;
+    // The rows go there and come back, uncopied.
+    let team_owned = team.map(str::to_owned);
+    let ((gz, mut verdicts), rows) = tokio::task::spawn_blocking(move || {
+        let built = body(&rows, team_owned.as_deref());
+        (built, rows)
+    })
+    .await
+    .map_err(|e| BatchError::Failed {
+        message: format!("building the batch failed: {e}"),
+        connect: false,
+    })?;
     if verdicts.len() == rows.len() {
         return Ok(verdicts);
     }

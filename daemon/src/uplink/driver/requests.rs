@@ -91,10 +91,10 @@ impl Driver {
         };
         let team = self.auth.team();
         let sent = rows.len() as u64;
-        let failure = match batch::post(&self.http, &target, &token, team.as_deref(), &rows).await {
+        let full = rows.len() as u32 == batch::MAX_BATCH;
+        let failure = match batch::post(&self.http, &target, &token, team.as_deref(), rows).await {
             Ok(verdicts) => {
                 self.ctx.shared.feed.verdicts(&verdicts, Via::Batch);
-                let full = rows.len() as u32 == batch::MAX_BATCH;
                 return Event::BatchAnswered {
                     sent,
                     full,
