@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::connect_info::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,7 +31,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
-use crate::server::Peer;
+use crate::server::{self, Peer};
 use crate::socket_guard::{GuardEvent, SocketGuard};
 
 /// Connections served at once.
@@ -87,7 +86,7 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     let peer = peer_of(&stream);
                     if peer.uid == Some(ours) {
-                        serve_one(&http, stream, peer, router.clone(), held, stop_rx.clone());
+                        serve_one(&http, stream, peer, ours, router.clone(), held, stop_rx.clone());
                     } else {
                         slot = Some(held);
                         if refusals.allow() {
@@ -155,13 +154,29 @@ fn serve_one(
     http: &http1::Builder,
     stream: UnixStream,
     peer: Peer,
+    ours: u32,
     router: Router,
     slot: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer.clone()));
-        router.clone().oneshot(req)
+    // One async block per request, not a chain of middleware layers: the
+    // uid check and the version headers cost a comparison and two inserts.
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let answer = (peer.uid == Some(ours)).then(|| router.clone().oneshot(req));
+        async move {
+            let mut res = match answer {
+                Some(answer) => match answer.await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                },
+                None => {
+                    tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, "refused a request from another user");
+                    server::forbidden()
+                }
+            };
+            server::name_the_version(&mut res);
+            Ok::<_, std::convert::Infallible>(res)
+        }
     });
     let conn = http.serve_connection(TokioIo::new(stream), service);
     tokio::spawn(async move {

@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -100,8 +98,6 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed here".into(),
             )
         })
-        .layer(middleware::from_fn(only_our_user))
-        .layer(middleware::from_fn(version_header))
         .with_state(state)
 }
 
@@ -117,22 +113,23 @@ pub async fn serve(
     crate::accept::serve(listener, router(state), guard, shutdown).await
 }
 
-async fn version_header(req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
+/// Every answer, whichever route (or fallback) gave it, names the daemon's
+/// version and protocol. Done by the connection's service
+/// (`accept::serve_one`) rather than an axum middleware: a `from_fn` layer
+/// boxes a future per request, and two of them were 10% of the daemon's CPU
+/// at 64 clients (BENCHMARKS.md, "Issue 10, third round").
+pub fn name_the_version(res: &mut Response) {
     res.headers_mut()
         .insert(VERSION_HEADER, HeaderValue::from_static(VERSION));
     res.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL));
-    res
 }
 
-/// A second line behind the check at accept: a request only runs for our user.
-async fn only_our_user(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    let ours = kitty_store::sys::uid();
-    if peer.uid == Some(ours) {
-        return next.run(req).await;
-    }
-    tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, "refused a connection from another user");
+/// The answer to a request from another user. Connections of other users are
+/// refused at accept, before a byte is read; the connection's service checks
+/// the peer again before each request, so that no change to accept can let
+/// one reach a route.
+pub fn forbidden() -> Response {
     error(
         StatusCode::FORBIDDEN,
         ErrorCode::Forbidden,
@@ -153,11 +150,15 @@ pub fn error(status: StatusCode, code: ErrorCode, message: String) -> Response {
 }
 
 async fn post_events(State(state): State<AppState>, req: Request) -> Response {
-    let body = match read_body(req.into_body()).await {
-        Ok(b) => b,
+    // The body is dropped before the commit is waited for: hyper reads on
+    // while a request is served (to see the peer hang up), and while any
+    // request bytes are alive its read buffer is shared, so each such read
+    // allocated a fresh 8 KiB buffer.
+    let parsed = match read_body(req.into_body()).await {
+        Ok(body) => parse_events_request(&body),
         Err(res) => return res,
     };
-    let events = match parse_events_request(&body) {
+    let events = match parsed {
         Ok(events) => events,
         Err(e) => {
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
