@@ -6,8 +6,8 @@
 //! object is a draft. Neither may repeat a key in any of its objects
 //! ([`crate::unique_keys`]).
 
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::draft::Draft;
 use crate::envelope::{RelayedEnvelope, validate_envelope};
@@ -81,6 +81,19 @@ pub fn parse_events_request(body: &[u8]) -> Result<Vec<Submission>, RequestError
     }
     let text = std::str::from_utf8(body)
         .map_err(|e| RequestError::InvalidJson(format!("not UTF-8: {e}")))?;
+    // One event, the common request: one pass over the text. Anything it
+    // refuses goes the long way below, which names the error as always.
+    let one = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    if one.starts_with('{')
+        && let Ok(obj) = crate::unique_keys::parse_unique(one)
+    {
+        return validated(one, obj)
+            .map(|s| vec![s])
+            .map_err(|v| RequestError::Invalid {
+                index: None,
+                violation: v,
+            });
+    }
     let top: &RawValue =
         serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let whole = |v: Violation| RequestError::Invalid {
@@ -122,25 +135,35 @@ pub fn parse_events_request(body: &[u8]) -> Result<Vec<Submission>, RequestError
 
 /// Validates one event given as JSON text: a draft or a complete envelope.
 pub fn parse_one(raw: &RawValue) -> Result<Submission, Violation> {
-    let obj: Map<String, Value> = match serde_json::from_str(raw.get()) {
-        Ok(Value::Object(obj)) => obj,
-        Ok(_) => return Err(Violation::new("event", "must be a JSON object")),
-        // Valid JSON that serde_json still refuses: nested deeper than 128 levels.
-        Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
-    };
-    match crate::unique_keys::first_duplicate_key(raw.get()) {
-        Ok(None) => {}
-        Ok(Some(path)) => {
+    use crate::unique_keys::{Unique, parse_unique};
+    // A RawValue is valid JSON with no blank around it: `{` is an object.
+    if !raw.get().starts_with('{') {
+        return Err(Violation::new("event", "must be a JSON object"));
+    }
+    let obj = match parse_unique(raw.get()) {
+        Ok(obj) => obj,
+        Err(Unique::Repeated(path)) => {
             return Err(Violation::new(
                 path,
                 "appears more than once in one object; every key must be unique, since \
                  readers of a repeated key disagree on its value",
             ));
         }
-        Err(e) => return Err(Violation::new("event", format!("cannot be read: {e}"))),
-    }
+        // Valid JSON that serde_json still refuses: nested deeper than 128 levels.
+        Err(Unique::Unreadable(e)) => {
+            return Err(Violation::new("event", format!("cannot be read: {e}")));
+        }
+    };
+    validated(raw.get(), obj)
+}
+
+/// Validates one object, parsed from `raw` with every key unique.
+fn validated(raw: &str, obj: Value) -> Result<Submission, Violation> {
+    let Value::Object(obj) = obj else {
+        return Err(Violation::new("event", "must be a JSON object"));
+    };
     if obj.contains_key("lamport_clock") {
-        validate_envelope(raw.get(), &obj).map(Submission::Envelope)
+        validate_envelope(raw, &obj).map(Submission::Envelope)
     } else {
         Draft::from_object(obj).map(|d| Submission::Draft(Box::new(d)))
     }
@@ -189,6 +212,57 @@ mod tests {
                 assert_eq!(violation.field, "payload.wp_id");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_event_reads_as_the_same_event_alone_in_an_array() {
+        let env = r#"{"event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","event_type":"X","aggregate_id":"WP01","aggregate_type":"WorkPackage","payload":{},"node_id":"n","lamport_clock":5,"timestamp":"2026-02-04T13:47:09+00:00","team_slug":"t"}"#;
+        let deep = format!(
+            "{{\"event_type\":\"X\",\"payload\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for body in [
+            DRAFT.to_owned(),
+            format!(" \n\t{DRAFT}\r\n "),
+            format!(" {env} "),
+            r#"{"event_type":"WPCreated","payload":{"wp_id":"WP1"}}"#.to_owned(),
+            r#"{"event_type":"WPCreated","payload":{"a":1,"a":2}}"#.to_owned(),
+            r#"{"event_type":"A","event_type":"B"} x"#.to_owned(),
+            format!("{DRAFT} {DRAFT}"),
+            format!("{DRAFT},"),
+            deep,
+            "{}".to_owned(),
+        ] {
+            let alone = parse_events_request(body.as_bytes());
+            let in_array = parse_events_request(format!("[{}]", body.trim()).as_bytes());
+            match (alone, in_array) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "{body}");
+                    if let Submission::Envelope(e) = &a[0] {
+                        assert_eq!(
+                            e.raw,
+                            body.trim(),
+                            "kept byte for byte, without the blanks around it"
+                        );
+                    }
+                }
+                (
+                    Err(RequestError::Invalid {
+                        index: None,
+                        violation: a,
+                    }),
+                    Err(RequestError::Invalid {
+                        index: Some(0),
+                        violation: b,
+                    }),
+                ) => {
+                    assert_eq!(a, b, "{body}");
+                }
+                (Err(RequestError::InvalidJson(_)), Err(RequestError::InvalidJson(_))) => {}
+                (a, b) => panic!("{body}: {a:?} against {b:?}"),
+            }
         }
     }
 
