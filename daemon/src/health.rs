@@ -61,7 +61,7 @@ pub async fn hint(state: &AppState) -> Option<DeliveryHealth> {
     };
     let stale_after_secs = state.settings.borrow().config.stale_after_secs;
     Some(DeliveryHealth {
-        state: state.uplink.snapshot().state,
+        state: state.uplink.state(),
         // The writer's own count (free to read); the event just answered is
         // queued whatever it says.
         depth: state.writer.depth().max(1),

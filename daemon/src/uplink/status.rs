@@ -40,6 +40,12 @@ impl UplinkShared {
             .clone()
     }
 
+    /// The connection state alone: every emit's answer carries it, and a
+    /// whole snapshot would clone the status's strings for it.
+    pub fn state(&self) -> ConnectionState {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).state
+    }
+
     /// Changes the status; a change of state is reported to the feed.
     pub fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
