@@ -135,9 +135,11 @@ impl<'de> Visitor<'de> for Build<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        // Room for a draft's or a payload's keys without growing; an entry
+        // Grown as serde_json grows its own: room reserved up front would be
+        // paid by every empty object, and a hostile body of `[{},{},...]`
+        // would then cost hundreds of bytes per three it sends. An entry
         // hashes each key once for both the check and the insert.
-        let mut obj = Map::with_capacity(8);
+        let mut obj = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             match obj.entry(key) {
                 Entry::Occupied(seen) => {
