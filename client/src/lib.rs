@@ -321,14 +321,9 @@ impl Client {
 /// else is left as is. A draft that repeats a key is left as is too: rewriting
 /// it would quietly keep one of the values, and it is refused whole.
 fn with_event_id(event_json: &str) -> String {
-    if !matches!(
-        kitty_proto::unique_keys::first_duplicate_key(event_json),
-        Ok(None)
-    ) {
-        return event_json.to_owned();
-    }
-    match serde_json::from_str::<Map<String, Value>>(event_json) {
-        Ok(mut obj)
+    // One pass both refuses a repeated key and reads the object.
+    match kitty_proto::unique_keys::parse_unique(event_json) {
+        Ok(Value::Object(mut obj))
             if !obj.contains_key("lamport_clock")
                 && obj.get("event_id").is_none_or(Value::is_null) =>
         {

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
@@ -39,19 +39,6 @@ pub fn parse_unique(text: &str) -> Result<Value, Unique> {
         (_, Some(path)) => Err(Unique::Repeated(path)),
         (Ok(v), None) => Ok(v),
         (Err(e), None) => Err(Unique::Unreadable(e)),
-    }
-}
-
-/// The path of the first key that one object of `text` repeats, or `None`
-/// when there is none; an error when `text` is not JSON, even after a repeat.
-pub fn first_duplicate_key(text: &str) -> Result<Option<String>, serde_json::Error> {
-    match parse_unique(text) {
-        Ok(_) => Ok(None),
-        Err(Unique::Repeated(path)) => {
-            serde_json::from_str::<IgnoredAny>(text)?;
-            Ok(Some(path))
-        }
-        Err(Unique::Unreadable(e)) => Err(e),
     }
 }
 
@@ -164,6 +151,19 @@ impl<'de> Visitor<'de> for Build<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The path of the first repeated key, `None` when there is none; an error
+    /// when `text` is not JSON, even after a repeat.
+    fn first_duplicate_key(text: &str) -> Result<Option<String>, serde_json::Error> {
+        match parse_unique(text) {
+            Ok(_) => Ok(None),
+            Err(Unique::Repeated(path)) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(text)?;
+                Ok(Some(path))
+            }
+            Err(Unique::Unreadable(e)) => Err(e),
+        }
+    }
 
     #[test]
     fn finds_the_first_repeated_key_at_any_depth() {
