@@ -151,6 +151,22 @@ fn quick_bench_reports_every_section() {
         .map(|t| t["clients"].as_u64().unwrap())
         .collect();
     assert_eq!(clients, [1, 16, 64]);
+    // The closed-loop floor ran beside the 16- and 64-client runs, and every
+    // answer it gave was a row.
+    let floor = figures["closed_loop"]
+        .as_array()
+        .expect("a closed_loop list");
+    let floor_clients: Vec<u64> = floor
+        .iter()
+        .map(|c| c["clients"].as_u64().unwrap())
+        .collect();
+    assert_eq!(floor_clients, [16, 64], "{text}");
+    for c in floor {
+        assert_eq!(c["verified"], true, "{c}");
+        assert_eq!(c["errors"], 0, "{c}");
+        assert!(c["accepted"].as_u64().unwrap() > 0, "{c}");
+    }
+    assert!(report.contains("**The closed-loop floor**"), "{report}");
     assert_eq!(figures["startups"].as_array().map(Vec::len), Some(3));
     assert_eq!(figures["scale"]["status"].as_array().map(Vec::len), Some(4));
     assert_eq!(figures["quick"], true);

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
 
 /// The `queue` table as CONTRACT.md §1 has it, and the daemon's own `kitty_meta`.
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue (
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT UNIQUE NOT NULL,
     event_type TEXT NOT NULL,
@@ -23,7 +23,7 @@ CREATE INDEX IF NOT EXISTS idx_retry ON queue(retry_count);
 CREATE TABLE IF NOT EXISTS kitty_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 /// An envelope of the size the daemon stores for the bench's draft.
-const ENVELOPE: &str = r#"{"event_id":"01KBENCH0000000000000000000","event_type":"WPStatusChanged","aggregate_id":"WP01","aggregate_type":"WorkPackage","payload":{"wp_id":"WP01","previous_status":"planned","new_status":"doing"},"node_id":"0123456789ab","lamport_clock":1,"causation_id":null,"timestamp":"2026-02-04T13:47:09.123456+00:00","team_slug":"local","project_uuid":null,"project_slug":null}"#;
+pub(crate) const ENVELOPE: &str = r#"{"event_id":"01KBENCH0000000000000000000","event_type":"WPStatusChanged","aggregate_id":"WP01","aggregate_type":"WorkPackage","payload":{"wp_id":"WP01","previous_status":"planned","new_status":"doing"},"node_id":"0123456789ab","lamport_clock":1,"causation_id":null,"timestamp":"2026-02-04T13:47:09.123456+00:00","team_slug":"local","project_uuid":null,"project_slug":null}"#;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()

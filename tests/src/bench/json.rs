@@ -7,13 +7,15 @@ use serde_json::{Value, json};
 
 use super::stats::Summary;
 use super::sys::{Memory, ThreadStat};
-use super::{Options, ProcessRuns, Results, Startups, Throughput, db};
+use super::{ClosedLoop, Options, ProcessRuns, Results, Startups, Throughput, db};
 
 /// The keys of `ratios`; the smoke test checks each is there.
 pub const RATIOS: &[&str] = &[
     "throughput_16_over_multirow_ceiling",
     "rtt_p50_over_sqlx_bare_commit",
     "emit_median_minus_version_median_secs",
+    "throughput_16_over_closed_loop_16",
+    "throughput_64_over_closed_loop_64",
 ];
 
 pub fn summary(s: &Summary) -> Value {
@@ -59,6 +61,23 @@ fn throughput(t: &Throughput) -> Value {
     })
 }
 
+fn closed_loop(c: &ClosedLoop) -> Value {
+    json!({
+        "clients": c.clients,
+        "events_per_sec": c.events_per_sec(),
+        "in_window": c.in_window,
+        "window": c.window.as_secs_f64(),
+        "accepted": c.accepted,
+        "errors": c.errors,
+        "first_error": c.first_error,
+        "latency": opt_summary(c.latency.as_ref()),
+        "server_cpu": c.server_cpu,
+        "bench_cpu": c.bench_cpu,
+        "rows": c.rows,
+        "verified": c.verified(),
+    })
+}
+
 fn process(p: &ProcessRuns) -> Value {
     json!({
         "label": p.label,
@@ -86,6 +105,14 @@ impl Results {
     pub fn throughput_over_ceiling(&self) -> Option<f64> {
         let ceiling = db::GROUP as f64 / self.floor.group_multirow.p50;
         self.at_16().map(|t| t.events_per_sec() / ceiling)
+    }
+
+    /// The daemon's events/s with `clients` clients over the closed-loop
+    /// floor's with as many (see [`super::ideal`]).
+    pub fn over_closed_loop(&self, clients: usize) -> Option<f64> {
+        let daemon = self.throughput.iter().find(|t| t.clients == clients)?;
+        let floor = self.closed_loop.iter().find(|c| c.clients == clients)?;
+        Some(daemon.events_per_sec() / floor.events_per_sec())
     }
 
     fn process(&self, label: &str) -> Option<&ProcessRuns> {
@@ -139,6 +166,7 @@ impl Results {
                 "stop": r.stop.as_secs_f64(),
             },
             "throughput": self.throughput.iter().map(throughput).collect::<Vec<_>>(),
+            "closed_loop": self.closed_loop.iter().map(closed_loop).collect::<Vec<_>>(),
             "processes": self.processes.iter().map(process).collect::<Vec<_>>(),
             "startups": self.startups.iter().map(startup).collect::<Vec<_>>(),
             "recovery_count_cost": opt_summary(self.recovery_count_cost.as_ref()),
@@ -152,6 +180,8 @@ impl Results {
                 RATIOS[0]: self.throughput_over_ceiling(),
                 RATIOS[1]: r.kept_alive.p50 / f.sqlite_bare.p50,
                 RATIOS[2]: emit_over_version,
+                RATIOS[3]: self.over_closed_loop(16),
+                RATIOS[4]: self.over_closed_loop(64),
             },
         })
     }

@@ -22,6 +22,7 @@
 
 pub mod db;
 pub mod http;
+pub mod ideal;
 pub mod json;
 pub mod stats;
 pub mod sys;
@@ -289,6 +290,9 @@ pub struct Results {
     pub floor: Floor,
     pub round_trip: RoundTrip,
     pub throughput: Vec<Throughput>,
+    /// The [`ideal`] server under the same load, for the counts of at least
+    /// [`CLOSED_LOOP_MIN_CLIENTS`] (none when the bench is not its own exe).
+    pub closed_loop: Vec<ClosedLoop>,
     pub processes: Vec<ProcessRuns>,
     pub startups: Vec<Startups>,
     /// `SELECT COUNT(*)` on the recovery home's queue.
@@ -318,8 +322,15 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Results> {
     progress("1. socket round trip");
     let round_trip = round_trip(opts)?;
     let mut throughput = Vec::new();
+    let mut closed_loop = Vec::new();
     for &c in &opts.concurrency {
         throughput.push(load_run(opts, c, progress)?);
+        // Right after the daemon's run at the same count, so that the ratio
+        // compares two runs minutes apart at most on a machine that drifts.
+        if let (true, Some(exe)) = (c >= CLOSED_LOOP_MIN_CLIENTS, &opts.spawner) {
+            progress(&format!("2b. closed-loop floor, {c} clients"));
+            closed_loop.push(closed_loop_run(opts, exe, c)?);
+        }
     }
     progress("3. kitty-sync emit processes");
     let mut processes = process_runs(opts)?;
@@ -356,6 +367,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Results> {
         floor,
         round_trip,
         throughput,
+        closed_loop,
         processes,
         startups,
         recovery_count_cost,
@@ -465,8 +477,13 @@ fn load_run(opts: &Options, clients: usize, progress: &mut dyn FnMut(&str)) -> R
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (tally, daemon_cpu, bench_cpu, threads) =
-        rt.block_on(load(d.socket().to_path_buf(), clients, opts, d.pid()))?;
+    let (tally, daemon_cpu, bench_cpu, threads) = rt.block_on(load(
+        d.socket().to_path_buf(),
+        LoadKind::Daemon,
+        clients,
+        opts,
+        d.pid(),
+    ))?;
     drop(rt);
     let memory_after = d.memory()?;
     let rows = db::row_count(&home.queue_db())?;
@@ -494,21 +511,114 @@ fn load_run(opts: &Options, clients: usize, progress: &mut dyn FnMut(&str)) -> R
     })
 }
 
+/// The closed-loop floor is measured at these client counts and above (one
+/// client is the round trip, already compared with a bare commit).
+pub const CLOSED_LOOP_MIN_CLIENTS: usize = 16;
+
+/// The [`ideal`] server under the throughput runs' load.
+#[derive(Debug, Clone)]
+pub struct ClosedLoop {
+    pub clients: usize,
+    pub in_window: u64,
+    pub window: Duration,
+    pub accepted: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latency: Option<Summary>,
+    /// The server's CPU over the window, as a share of one core.
+    pub server_cpu: f64,
+    pub bench_cpu: f64,
+    /// Rows in its database at the end: every answer was a commit.
+    pub rows: u64,
+}
+
+impl ClosedLoop {
+    pub fn events_per_sec(&self) -> f64 {
+        self.in_window as f64 / self.window.as_secs_f64()
+    }
+
+    pub fn verified(&self) -> bool {
+        self.rows == self.accepted
+    }
+}
+
+fn closed_loop_run(opts: &Options, bench_exe: &Path, clients: usize) -> Result<ClosedLoop> {
+    let dir = tempfile::tempdir().context("a directory for the closed-loop server")?;
+    let server = ideal::Server::spawn(bench_exe, dir.path())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (tally, server_cpu, bench_cpu, _) = rt.block_on(load(
+        server.socket().to_path_buf(),
+        LoadKind::ClosedLoop,
+        clients,
+        opts,
+        server.pid(),
+    ))?;
+    drop(rt);
+    drop(server);
+    let rows = db::row_count(&dir.path().join("closed-loop.db"))?;
+    Ok(ClosedLoop {
+        clients,
+        in_window: tally.in_window,
+        window: opts.load_window,
+        accepted: tally.accepted,
+        errors: tally.errors,
+        first_error: tally.first_error,
+        latency: Summary::of(&tally.latencies),
+        server_cpu,
+        bench_cpu,
+        rows,
+    })
+}
+
 /// What the load gives back: the merged tally, the CPU shares of the daemon
 /// and of this process over the window, and the daemon's threads over it.
 type LoadOutcome = (Tally, f64, f64, Vec<(String, sys::ThreadStat)>);
 
-/// `clients` tasks, each on its own kept-alive connection, POST one draft at a
-/// time until the window closes.
+/// Who the load clients talk to.
+#[derive(Clone, Copy)]
+enum LoadKind {
+    /// kitty-syncd: `POST /v1/events` with the draft.
+    Daemon,
+    /// The [`ideal`] server: the envelope, framed.
+    ClosedLoop,
+}
+
+enum LoadConn {
+    Http(AsyncConn),
+    Raw(ideal::Client),
+}
+
+impl LoadConn {
+    /// One request: `None` when it was accepted (durable), else why not;
+    /// an error when the connection is gone.
+    async fn send(&mut self, draft: &Bytes) -> Result<Option<String>> {
+        match self {
+            Self::Http(c) => {
+                let a = c.post("/v1/events", draft.clone()).await?;
+                Ok((a.status != 202).then(|| format!("{} {}", a.status, a.text())))
+            }
+            Self::Raw(c) => Ok((!c.commit().await?).then(|| "not committed".to_owned())),
+        }
+    }
+}
+
+/// `clients` tasks, each on its own kept-alive connection, send one event at
+/// a time until the window closes.
 async fn load(
     socket: PathBuf,
+    kind: LoadKind,
     clients: usize,
     opts: &Options,
     daemon_pid: i32,
 ) -> Result<LoadOutcome> {
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
-        conns.push(AsyncConn::connect(&socket).await?);
+        conns.push(match kind {
+            LoadKind::Daemon => LoadConn::Http(AsyncConn::connect(&socket).await?),
+            LoadKind::ClosedLoop => LoadConn::Raw(ideal::Client::connect(&socket).await?),
+        });
     }
     let body = Bytes::from_static(DRAFT.as_bytes());
     let t0 = Instant::now();
@@ -567,10 +677,10 @@ async fn load(
                     break;
                 }
                 sent += 1;
-                let answer = conn.post("/v1/events", body.clone()).await;
+                let answer = conn.send(&body).await;
                 let e = Instant::now();
                 match answer {
-                    Ok(a) if a.status == 202 => {
+                    Ok(None) => {
                         t.accepted += 1;
                         if e >= window_start && e < window_end {
                             t.in_window += 1;
@@ -579,10 +689,9 @@ async fn load(
                             t.per_second[i] += 1;
                         }
                     }
-                    Ok(a) => {
+                    Ok(Some(refused)) => {
                         t.errors += 1;
-                        t.first_error
-                            .get_or_insert_with(|| format!("{} {}", a.status, a.text()));
+                        t.first_error.get_or_insert(refused);
                     }
                     Err(err) => {
                         // The connection is gone; this client stops.
@@ -1098,6 +1207,21 @@ impl Results {
         self.targets_of_issue_10(w);
     }
 
+    /// ", closed-loop floor N/s (daemon M%)" for a count the floor was run at.
+    fn floor_note(&self, clients: usize) -> String {
+        match (
+            self.closed_loop.iter().find(|c| c.clients == clients),
+            self.over_closed_loop(clients),
+        ) {
+            (Some(c), Some(r)) => format!(
+                "; closed-loop floor {}/s (the daemon {:.0}% of it)",
+                thousands(c.events_per_sec() as u64),
+                100.0 * r
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// Issue 10's targets, judged by figures of this run only (the drain
     /// targets are `kitty-bench-uplink`'s).
     fn targets_of_issue_10(&self, w: &mut String) {
@@ -1111,10 +1235,11 @@ impl Results {
             let share = eps / ceiling;
             let _ = writeln!(
                 w,
-                "| 16 clients: ≥ 40,000 durable events/s and ≥ 60% of the multi-row ceiling | {}/s, {:.0}% of {}/s | {} |",
+                "| 16 clients: ≥ 40,000 durable events/s and ≥ 60% of the multi-row ceiling | {}/s, {:.0}% of {}/s{} | {} |",
                 thousands(eps as u64),
                 100.0 * share,
                 thousands(ceiling as u64),
+                self.floor_note(16),
                 verdict(
                     eps >= TARGET10_EVENTS_PER_SEC_16
                         && share >= TARGET10_SHARE_OF_CEILING_16
@@ -1130,8 +1255,9 @@ impl Results {
             let eps = t.events_per_sec();
             let _ = writeln!(
                 w,
-                "| 64 clients: ≥ 50,000 durable events/s | {}/s | {} |",
+                "| 64 clients: ≥ 50,000 durable events/s | {}/s{} | {} |",
                 thousands(eps as u64),
+                self.floor_note(64),
                 verdict(
                     eps >= TARGET10_EVENTS_PER_SEC_64 && t.verified(),
                     format!(
@@ -1280,6 +1406,57 @@ impl Results {
         );
     }
 
+    /// The closed-loop floor beside the daemon's runs of the same counts.
+    fn closed_loop_table(&self, w: &mut String) {
+        if self.closed_loop.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            w,
+            "\n**The closed-loop floor** (`bench::ideal`): the same clients, right after the \
+             daemon's run of the same count, against a server that does nothing but group \
+             commit: its own process, one runtime thread, a Unix socket with a 4-byte length \
+             and the envelope for a request and one byte for an answer, and a writer that \
+             commits whatever is waiting as one `BEGIN IMMEDIATE; INSERT …; COMMIT` list \
+             through sqlx (WAL, `synchronous=FULL`), answering after the sync. No HTTP, no \
+             JSON, no stamping: no daemon on sqlx can go faster with these clients on this \
+             machine.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| clients | floor events/s | latency p50 | p99 | server CPU | bench CPU | rows = answers | daemon's events/s | daemon / floor |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for c in &self.closed_loop {
+            let (p50, p99) = c
+                .latency
+                .map_or(("—".into(), "—".into()), |l| (ms(l.p50), ms(l.p99)));
+            let daemon = self.throughput.iter().find(|t| t.clients == c.clients);
+            let _ = writeln!(
+                w,
+                "| {} | **{}** | {} | {} | {:.0}% | {:.0}% | {} = {} {} | {} | {} |",
+                c.clients,
+                thousands(c.events_per_sec() as u64),
+                p50,
+                p99,
+                100.0 * c.server_cpu,
+                100.0 * c.bench_cpu,
+                thousands(c.rows),
+                thousands(c.accepted),
+                if c.verified() {
+                    "✓"
+                } else {
+                    "**✗ MISMATCH**"
+                },
+                daemon.map_or("—".into(), |t| format!(
+                    "{}/s",
+                    thousands(t.events_per_sec() as u64)
+                )),
+                self.over_closed_loop(c.clients)
+                    .map_or("—".into(), |r| format!("{:.0}%", 100.0 * r)),
+            );
+        }
+    }
+
     fn throughput_section(&self, w: &mut String, opts: &Options) {
         let _ = writeln!(w, "{}\n", SECTIONS[4]);
         let _ = writeln!(
@@ -1378,9 +1555,19 @@ impl Results {
                 total.switches as f64 / per
             );
         }
+        self.closed_loop_table(w);
         for t in &self.throughput {
             if let Some(e) = &t.first_error {
                 let _ = writeln!(w, "\nFirst error with {} clients: `{e}`", t.clients);
+            }
+        }
+        for c in &self.closed_loop {
+            if let Some(e) = &c.first_error {
+                let _ = writeln!(
+                    w,
+                    "\nFirst error of the closed-loop floor with {} clients: `{e}`",
+                    c.clients
+                );
             }
         }
         let _ = writeln!(

@@ -51,6 +51,11 @@ fn main() -> ExitCode {
     {
         return bench::sys::spawner_main();
     }
+    // The closed-loop floor's server (see bench::ideal), started by the bench.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a == bench::ideal::SERVER_ARG) {
+        return bench::ideal::server_main(&argv[2..]);
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
