@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
 
 /// The `queue` table as CONTRACT.md §1 has it, and the daemon's own `kitty_meta`.
-pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue (
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT UNIQUE NOT NULL,
     event_type TEXT NOT NULL,
@@ -60,15 +60,7 @@ pub const GROUP: usize = 16;
 pub fn commit_latencies(dir: &Path, n: usize) -> Result<CommitFloor> {
     let path = dir.join("floor.db");
     runtime()?.block_on(async {
-        let opts = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let mut c = SqliteConnection::connect_with(&opts)
-            .await
-            .context("open the floor database")?;
-        sqlx::raw_sql(SCHEMA).execute(&mut c).await?;
+        let mut c = open_like_queue_db(&path).await?;
         let mut bare = Vec::with_capacity(n);
         let mut daemon_like = Vec::with_capacity(n);
         let cpu_start = crate::bench::sys::self_cpu_time();
@@ -179,6 +171,21 @@ pub fn commit_latencies(dir: &Path, n: usize) -> Result<CommitFloor> {
             cpu_per_commit,
         })
     })
+}
+
+/// A database at `path` (created if missing) opened as the daemon opens
+/// queue.db (WAL, `synchronous=FULL`), with the contract's `queue` table.
+pub(crate) async fn open_like_queue_db(path: &Path) -> Result<SqliteConnection> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let mut c = SqliteConnection::connect_with(&opts)
+        .await
+        .with_context(|| format!("open {}", path.display()))?;
+    sqlx::raw_sql(SCHEMA).execute(&mut c).await?;
+    Ok(c)
 }
 
 async fn open_read_only(db: &Path) -> Result<SqliteConnection> {

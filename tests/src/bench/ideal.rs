@@ -20,13 +20,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::db::{ENVELOPE, SCHEMA};
+use super::db::ENVELOPE;
 
 /// The argument that turns `kitty-bench` into this server:
 /// `kitty-bench --closed-loop-server SOCKET DB`.
@@ -57,15 +56,7 @@ fn serve(args: &[String]) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let opts = SqliteConnectOptions::new()
-            .filename(db)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let mut conn = SqliteConnection::connect_with(&opts)
-            .await
-            .context("open the database")?;
-        sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+        let conn = super::db::open_like_queue_db(Path::new(db)).await?;
         let listener = UnixListener::bind(socket).with_context(|| format!("bind {socket}"))?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer(conn, rx));
@@ -144,6 +135,7 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
 pub struct Server {
     child: Child,
     socket: PathBuf,
+    db: PathBuf,
 }
 
 impl Server {
@@ -160,7 +152,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("spawn {} {SERVER_ARG}", bench_exe.display()))?;
-        let mut server = Self { child, socket };
+        let mut server = Self { child, socket, db };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::os::unix::net::UnixStream::connect(&server.socket).is_err() {
             if let Some(status) = server.child.try_wait()? {
@@ -181,6 +173,11 @@ impl Server {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Its database; complete once the server is stopped.
+    pub fn db(&self) -> &Path {
+        &self.db
     }
 }
 

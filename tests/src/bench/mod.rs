@@ -472,19 +472,8 @@ fn load_run(opts: &Options, clients: usize, progress: &mut dyn FnMut(&str)) -> R
         "2. throughput, {clients} client(s), daemon pid {}",
         d.pid()
     ));
-    // One thread makes the load, so the daemon keeps as much of the machine
-    // as possible; the report shows how busy that thread was.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (tally, daemon_cpu, bench_cpu, threads) = rt.block_on(load(
-        d.socket().to_path_buf(),
-        LoadKind::Daemon,
-        clients,
-        opts,
-        d.pid(),
-    ))?;
-    drop(rt);
+    let (tally, daemon_cpu, bench_cpu, threads) =
+        drive_load(d.socket(), LoadKind::Daemon, clients, opts, d.pid())?;
     let memory_after = d.memory()?;
     let rows = db::row_count(&home.queue_db())?;
     let count_cost = Summary::of_durations(&db::count_latencies(&home.queue_db(), 20)?);
@@ -545,19 +534,16 @@ impl ClosedLoop {
 fn closed_loop_run(opts: &Options, bench_exe: &Path, clients: usize) -> Result<ClosedLoop> {
     let dir = tempfile::tempdir().context("a directory for the closed-loop server")?;
     let server = ideal::Server::spawn(bench_exe, dir.path())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (tally, server_cpu, bench_cpu, _) = rt.block_on(load(
-        server.socket().to_path_buf(),
+    let (tally, server_cpu, bench_cpu, _) = drive_load(
+        server.socket(),
         LoadKind::ClosedLoop,
         clients,
         opts,
         server.pid(),
-    ))?;
-    drop(rt);
+    )?;
+    let db = server.db().to_path_buf();
     drop(server);
-    let rows = db::row_count(&dir.path().join("closed-loop.db"))?;
+    let rows = db::row_count(&db)?;
     Ok(ClosedLoop {
         clients,
         in_window: tally.in_window,
@@ -570,6 +556,22 @@ fn closed_loop_run(opts: &Options, bench_exe: &Path, clients: usize) -> Result<C
         bench_cpu,
         rows,
     })
+}
+
+/// Runs [`load`] on a runtime of its own: one thread makes the load, so the
+/// server keeps as much of the machine as possible; the report shows how
+/// busy that thread was.
+fn drive_load(
+    socket: &Path,
+    kind: LoadKind,
+    clients: usize,
+    opts: &Options,
+    server_pid: i32,
+) -> Result<LoadOutcome> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(load(socket.to_path_buf(), kind, clients, opts, server_pid))
 }
 
 /// What the load gives back: the merged tally, the CPU shares of the daemon
