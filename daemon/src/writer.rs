@@ -248,19 +248,6 @@ pub fn spawn(
                 depth_out.store(ledger.depth(), Ordering::Relaxed);
                 continue;
             }
-            // The ledger checks this too; here a lost lock is told apart from
-            // other failures, so the idle check can report it over when it is.
-            if let Err(e) = ledger.assert_ownership().await {
-                tracing::error!("{e}");
-                health_tx.send_modify(|h| h.failed(e.to_string()));
-                lost_lock = true;
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(CommitError::Storage(e.to_string())));
-                }
-                jobs.clear();
-                do_chores(&mut ledger, &settings, chores.drain(..)).await;
-                continue;
-            }
             let current: Arc<_> = settings.borrow().clone();
             ledger.set_max_queue_size(current.config.max_queue_size);
             let results = ledger.commit(&jobs, current.team_slug()).await;
@@ -271,10 +258,18 @@ pub fn spawn(
             }
             // Per-job refusals (the cap, the clock's range) are the commit
             // working; a storage error fails every job of the group alike.
+            // The commit begins with the ownership check; a lost lock is told
+            // apart from other failures, so the idle check can report it over
+            // when it is.
             match results.iter().find_map(|r| match r {
                 Err(CommitError::Storage(e)) => Some(e.clone()),
                 _ => None,
             }) {
+                Some(e) if ledger.owner_lost() => {
+                    tracing::error!("{e}");
+                    health_tx.send_modify(|h| h.failed(e));
+                    lost_lock = true;
+                }
                 Some(e) => {
                     tracing::error!("commit failed: {e}");
                     health_tx.send_modify(|h| h.failed(e));

@@ -116,6 +116,10 @@ pub struct Ledger {
     clock_json: clockfile::Watched,
     /// The refused high-water mark last warned about, so the log says it once.
     refused_mark: Option<String>,
+    /// Whether the last ownership check found `clock.lock` held by someone
+    /// else: the writer tells a lost lock from other failures by it, without
+    /// a check of its own before every commit (one `stat` fewer each).
+    owner_lost: bool,
 }
 
 /// The clock and the ids: everything a commit changes besides the database.
@@ -193,6 +197,7 @@ impl Ledger {
             one_trip: 0,
             clock_json: clockfile::Watched::new(home.clock_json(), node_id, seen),
             refused_mark,
+            owner_lost: false,
         };
         Ok((ledger, recovery))
     }
@@ -298,6 +303,19 @@ impl Ledger {
     /// locking it again when it was removed or replaced; waits a moment for
     /// a holder that lets go quickly. One `stat` when nothing changed.
     pub async fn assert_ownership(&mut self) -> Result<(), StoreError> {
+        let checked = self.check_ownership().await;
+        self.owner_lost = matches!(checked, Err(StoreError::NotOwner { .. }));
+        checked
+    }
+
+    /// Whether the last ownership check (by [`Self::assert_ownership`], or
+    /// the one every commit begins with) found `clock.lock` held by someone
+    /// else; a commit refused for it wrote nothing, clock.json included.
+    pub fn owner_lost(&self) -> bool {
+        self.owner_lost
+    }
+
+    async fn check_ownership(&mut self) -> Result<(), StoreError> {
         let deadline = Instant::now() + OWNER_PATIENCE;
         loop {
             let path = self.owner.path().to_path_buf();
@@ -365,6 +383,15 @@ impl Ledger {
         let mut restore = self.stamper.clock;
         let results = match self.commit_inner(jobs, team_slug, &mut restore).await {
             Ok(results) => results,
+            // Nothing was begun, and clock.json is not ours to write while
+            // someone else holds the lock (their writes and ours would race).
+            Err(e @ StoreError::NotOwner { .. }) => {
+                let msg = e.to_string();
+                return jobs
+                    .iter()
+                    .map(|_| Err(CommitError::Storage(msg.clone())))
+                    .collect();
+            }
             Err(e) => {
                 self.stamper.clock = restore;
                 // Now rather than at the next begin: the failure is reported
@@ -613,6 +640,15 @@ impl Ledger {
     /// clock.json after a commit: at or above the current value (see
     /// [`Self::keep_clock_json_ahead`]), never lower than the file.
     fn publish_clock_json(&mut self) {
+        // Our own write still covers the clock: nothing to write, so no need
+        // to look (a `stat` per commit); the next commit looks before it stamps.
+        if self
+            .clock_json
+            .held()
+            .is_some_and(|held| held >= self.stamper.clock)
+        {
+            return;
+        }
         self.notice_clock_json();
         // A failure is logged by the watcher and retried after the next commit.
         let _ = self.clock_json.publish(self.stamper.clock);
