@@ -3,9 +3,9 @@
 //! - [`RawConn`]: blocking, hand-written HTTP/1.1 on a std `UnixStream`, kept
 //!   alive. The least client-side work per request, so a sequential round
 //!   trip measures the daemon rather than the client.
-//! - [`AsyncConn`]: hyper's HTTP/1.1 client connection on a tokio
-//!   `UnixStream`, kept alive; many of them on one runtime make the
-//!   concurrent load.
+//! - [`AsyncRawConn`]: the same on a tokio `UnixStream`, one prepared
+//!   request over and over; many of them on one runtime make the concurrent
+//!   load.
 //!
 //! Every read and write is bounded by [`IO_TIMEOUT`].
 
@@ -15,10 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The longest one request may take before the bench gives up on it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,85 +77,139 @@ impl RawConn {
         self.stream
             .write_all(request)
             .context("write the request")?;
-        self.read_answer()
-    }
-
-    fn fill(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).context("read the answer")?;
-        if n == 0 {
-            bail!("the daemon closed the connection mid-answer");
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    fn read_answer(&mut self) -> Result<Answer> {
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.fill()?;
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end]).context("answer head")?;
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
-        let mut length = None;
-        let mut chunked = false;
-        for line in lines {
-            if let Some((k, v)) = line.split_once(':') {
-                let (k, v) = (k.trim(), v.trim());
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = Some(v.parse::<usize>().context("content-length")?);
-                } else if k.eq_ignore_ascii_case("transfer-encoding")
-                    && v.eq_ignore_ascii_case("chunked")
-                {
-                    chunked = true;
-                }
-            }
-        }
-        self.buf.drain(..head_end);
-        let body = if chunked {
-            self.read_chunked()?
-        } else if let Some(len) = length {
-            while self.buf.len() < len {
-                self.fill()?;
-            }
-            self.buf.drain(..len).collect()
-        } else {
-            // Neither: the body runs to the end of the connection.
-            let mut rest = std::mem::take(&mut self.buf);
-            self.stream.read_to_end(&mut rest)?;
-            rest
-        };
-        Ok(Answer { status, body })
-    }
-
-    fn read_chunked(&mut self) -> Result<Vec<u8>> {
-        let mut body = Vec::new();
+        let mut at_eof = false;
         loop {
-            let line_end = loop {
-                if let Some(i) = find(&self.buf, b"\r\n") {
-                    break i;
+            if let Some((answer, used)) = parse_answer(&self.buf, at_eof)? {
+                self.buf.drain(..used);
+                return Ok(answer);
+            }
+            if at_eof {
+                bail!("the daemon closed the connection mid-answer");
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).context("read the answer")?;
+            at_eof = n == 0;
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection on a tokio `UnixStream` that writes one
+/// prepared request and reads its answer, as [`RawConn`] does: the load's
+/// client. hyper's client costs this process about two and a half times the
+/// CPU per request (a second task per connection, a request and a header map
+/// built per request), and on two cores the bench's CPU is CPU the daemon
+/// does not get (BENCHMARKS.md, issue 10, fifth round).
+pub struct AsyncRawConn {
+    stream: tokio::net::UnixStream,
+    request: Bytes,
+    buf: Vec<u8>,
+}
+
+impl AsyncRawConn {
+    /// Connects; every [`Self::send`] then writes `request`.
+    pub async fn connect(socket: &Path, request: Bytes) -> Result<Self> {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .with_context(|| format!("connect to {}", socket.display()))?;
+        Ok(Self {
+            stream,
+            request,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends the request and reads one answer.
+    pub async fn send(&mut self) -> Result<Answer> {
+        let exchange = async {
+            self.stream
+                .write_all(&self.request)
+                .await
+                .context("write the request")?;
+            let mut at_eof = false;
+            loop {
+                if let Some((answer, used)) = parse_answer(&self.buf, at_eof)? {
+                    self.buf.drain(..used);
+                    return Ok(answer);
                 }
-                self.fill()?;
-            };
-            let size_text = std::str::from_utf8(&self.buf[..line_end])?;
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .context("chunk size")?;
-            self.buf.drain(..line_end + 2);
-            while self.buf.len() < size + 2 {
-                self.fill()?;
+                if at_eof {
+                    bail!("the daemon closed the connection mid-answer");
+                }
+                at_eof = self
+                    .stream
+                    .read_buf(&mut self.buf)
+                    .await
+                    .context("read the answer")?
+                    == 0;
             }
-            body.extend(self.buf.drain(..size));
-            self.buf.drain(..2);
-            if size == 0 {
-                return Ok(body);
+        };
+        match tokio::time::timeout(IO_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => bail!("no answer within {IO_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// The answer at the front of `buf` once all of it is there, and how many
+/// bytes it took; `None` while more are needed. An answer with neither a
+/// length nor chunks runs to the end of the connection, which `at_eof` says
+/// has come.
+fn parse_answer(buf: &[u8], at_eof: bool) -> Result<Option<(Answer, usize)>> {
+    let Some(head_end) = find(buf, b"\r\n\r\n").map(|i| i + 4) else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).context("answer head")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            let (k, v) = (k.trim(), v.trim());
+            if k.eq_ignore_ascii_case("content-length") {
+                length = Some(v.parse::<usize>().context("content-length")?);
+            } else if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
             }
+        }
+    }
+    let rest = &buf[head_end..];
+    let body = if chunked {
+        parse_chunked(rest)?
+    } else if let Some(len) = length {
+        (rest.len() >= len).then(|| (rest[..len].to_vec(), len))
+    } else {
+        at_eof.then(|| (rest.to_vec(), rest.len()))
+    };
+    Ok(body.map(|(body, used)| (Answer { status, body }, head_end + used)))
+}
+
+/// A chunked body at the front of `buf` once all of it is there, and how
+/// many bytes it took.
+fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(line_end) = find(&buf[at..], b"\r\n").map(|i| at + i) else {
+            return Ok(None);
+        };
+        let size_text = std::str::from_utf8(&buf[at..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .context("chunk size")?;
+        let data = line_end + 2;
+        let Some(end) = data.checked_add(size).filter(|&e| e + 2 <= buf.len()) else {
+            return Ok(None);
+        };
+        body.extend_from_slice(&buf[data..end]);
+        at = end + 2;
+        if size == 0 {
+            return Ok(Some((body, at)));
         }
     }
 }
@@ -169,46 +221,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// One request on a fresh connection with `connection: close`.
 pub fn one_shot(socket: &Path, request: &[u8]) -> Result<Answer> {
     RawConn::connect(socket)?.send(request)
-}
-
-/// A kept-alive hyper HTTP/1.1 client connection on a tokio `UnixStream`.
-pub struct AsyncConn {
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl AsyncConn {
-    /// Connects; the connection's driver runs as a task on the current runtime.
-    pub async fn connect(socket: &Path) -> Result<Self> {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .with_context(|| format!("connect to {}", socket.display()))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1.1 handshake")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Self { sender })
-    }
-
-    /// `POST path` with a JSON body; the status and the body.
-    pub async fn post(&mut self, path: &str, body: Bytes) -> Result<Answer> {
-        let req = hyper::Request::post(path)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(body))?;
-        let exchange = async {
-            self.sender.ready().await?;
-            let res = self.sender.send_request(req).await?;
-            let status = res.status().as_u16();
-            let body = res.into_body().collect().await?.to_bytes().to_vec();
-            Ok::<_, hyper::Error>(Answer { status, body })
-        };
-        match tokio::time::timeout(IO_TIMEOUT, exchange).await {
-            Ok(r) => r.context("request"),
-            Err(_) => bail!("no answer within {IO_TIMEOUT:?}"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -246,5 +258,66 @@ mod tests {
             .send(&request_bytes("GET", "/v1/health", None, false))
             .unwrap();
         assert_eq!((a.status, a.text().as_str()), (200, "abcde"));
+    }
+
+    #[test]
+    fn an_answer_is_read_only_once_all_of_it_is_there() {
+        let two: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\
+            transfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n";
+        let first = 46;
+        for cut in 0..first {
+            assert!(
+                parse_answer(&two[..cut], false).unwrap().is_none(),
+                "cut {cut}"
+            );
+        }
+        let (a, used) = parse_answer(two, false).unwrap().unwrap();
+        assert_eq!((a.status, a.text().as_str(), used), (202, "ok", first));
+        let rest = &two[used..];
+        for cut in 0..rest.len() {
+            assert!(
+                parse_answer(&rest[..cut], false).unwrap().is_none(),
+                "cut {cut}"
+            );
+        }
+        let (a, used) = parse_answer(rest, false).unwrap().unwrap();
+        assert_eq!(
+            (a.status, a.text().as_str(), used),
+            (200, "abc", rest.len())
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_length_ends_with_the_connection_and_bad_ones_are_errors() {
+        let open = b"HTTP/1.1 200 OK\r\n\r\nto the end";
+        assert!(parse_answer(open, false).unwrap().is_none());
+        let (a, used) = parse_answer(open, true).unwrap().unwrap();
+        assert_eq!((a.text().as_str(), used), ("to the end", open.len()));
+        for bad in [
+            &b"HTTP/1.1 two hundred\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            assert!(parse_answer(bad, true).is_err(), "{bad:?}");
+        }
+        // A chunk size no buffer reaches: more is needed, never an overflow.
+        let huge = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nx";
+        assert!(parse_answer(huge, true).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_load_connection_sends_its_one_request_and_reads_each_answer() {
+        let (_dir, path) = serve(vec![
+            b"HTTP/1.1 202 Accepted\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+        ]);
+        let req = Bytes::from(request_bytes("POST", "/v1/events", Some(b"{}"), false));
+        let mut c = AsyncRawConn::connect(&path, req).await.unwrap();
+        let a = c.send().await.unwrap();
+        assert_eq!((a.status, a.text().as_str()), (202, "hello"));
+        let a = c.send().await.unwrap();
+        assert_eq!((a.status, a.body.len()), (503, 0));
+        // The server is gone: an error, not a hang or an empty answer.
+        assert!(c.send().await.is_err());
     }
 }

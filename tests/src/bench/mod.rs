@@ -32,9 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hyper::body::Bytes;
 
-use self::http::{AsyncConn, RawConn, request_bytes};
+use self::http::{AsyncRawConn, RawConn, request_bytes};
 use self::stats::{Summary, mib, ms, ms_short, thousands};
 use self::sys::{BenchHome, Daemon, Machine, Memory};
 
@@ -588,17 +587,17 @@ enum LoadKind {
 }
 
 enum LoadConn {
-    Http(AsyncConn),
+    Http(AsyncRawConn),
     Raw(ideal::Client),
 }
 
 impl LoadConn {
     /// One request: `None` when it was accepted (durable), else why not;
     /// an error when the connection is gone.
-    async fn send(&mut self, draft: &Bytes) -> Result<Option<String>> {
+    async fn send(&mut self) -> Result<Option<String>> {
         match self {
             Self::Http(c) => {
-                let a = c.post("/v1/events", draft.clone()).await?;
+                let a = c.send().await?;
                 Ok((a.status != 202).then(|| format!("{} {}", a.status, a.text())))
             }
             Self::Raw(c) => Ok((!c.commit().await?).then(|| "not committed".to_owned())),
@@ -618,11 +617,13 @@ async fn load(
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
         conns.push(match kind {
-            LoadKind::Daemon => LoadConn::Http(AsyncConn::connect(&socket).await?),
+            LoadKind::Daemon => {
+                let request = request_bytes("POST", "/v1/events", Some(DRAFT.as_bytes()), false);
+                LoadConn::Http(AsyncRawConn::connect(&socket, request.into()).await?)
+            }
             LoadKind::ClosedLoop => LoadConn::Raw(ideal::Client::connect(&socket).await?),
         });
     }
-    let body = Bytes::from_static(DRAFT.as_bytes());
     let t0 = Instant::now();
     let window_start = t0 + opts.load_warmup;
     let window_end = window_start + opts.load_window;
@@ -666,7 +667,6 @@ async fn load(
 
     let mut tasks = tokio::task::JoinSet::new();
     for mut conn in conns {
-        let body = body.clone();
         tasks.spawn(async move {
             let mut t = Tally {
                 per_second: vec![0; buckets],
@@ -679,7 +679,7 @@ async fn load(
                     break;
                 }
                 sent += 1;
-                let answer = conn.send(&body).await;
+                let answer = conn.send().await;
                 let e = Instant::now();
                 match answer {
                     Ok(None) => {
