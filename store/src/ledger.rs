@@ -502,16 +502,20 @@ impl Ledger {
         Ok(results)
     }
 
-    /// A group in one trip to SQLite's thread instead of two, when nothing
-    /// has to be read before stamping: no other connection committed since
-    /// our last look (so the depth, the stored mark and the row ids we know
-    /// are the whole truth), the group brings no event ids to look up, its
-    /// cap decisions are certain, and its rows fit one statement. The rows
-    /// are stamped from what we know and sent after `BEGIN IMMEDIATE` and a
-    /// guard that aborts the list if the file's marks are not those we
-    /// stamped by (see [`queue::guard_setup`]); then the stamps are undone and
-    /// `None` sends the group the long way, which reads what the others
-    /// wrote. `None` too when the shortcut does not apply.
+    /// A group in one trip to SQLite's thread instead of two or three, when
+    /// nothing has to be read before stamping: no other connection committed
+    /// since our last look (so the depth, the stored mark and the row ids we
+    /// know are the whole truth), its cap decisions are certain, and its rows
+    /// fit one statement. The rows are stamped from what we know and sent
+    /// after `BEGIN IMMEDIATE` and a guard that aborts the list if the file's
+    /// marks are not those we stamped by (see [`queue::guard_setup`]); then
+    /// the stamps are undone and `None` sends the group the long way, which
+    /// reads what the others wrote. Event ids the drafts bring (every
+    /// `kitty-sync emit` and Python emit does) are taken to be new: if one is
+    /// queued already (a retry), the insert breaks the `UNIQUE` on
+    /// `event_id`, and the group goes the long way too, which looks them up
+    /// and answers the retry with the first value. `None` too when the
+    /// shortcut does not apply.
     async fn commit_in_one_trip(
         &mut self,
         jobs: &[Job],
@@ -519,12 +523,8 @@ impl Ledger {
     ) -> Option<Result<Vec<Result<Vec<Accepted>, CommitError>>, StoreError>> {
         let wanted: u64 = jobs.iter().map(|j| j.events.len() as u64).sum();
         let certain = self.depth.is_exact() || self.depth.value() + wanted <= self.max_queue_size;
-        let presets = jobs
-            .iter()
-            .flat_map(|j| &j.events)
-            .any(|e| e.event_id().is_some());
         let persisted = self.persisted.filter(|_| self.refused_mark.is_none())?;
-        if !certain || presets || wanted as usize > INSERT_CHUNK {
+        if !certain || wanted as usize > INSERT_CHUNK {
             return None;
         }
         notice_clock_json(&mut self.clock_json, &mut self.stamper);
@@ -553,7 +553,11 @@ impl Ledger {
                 queue::rollback(&mut self.conn).await;
                 self.stamper.clock = before;
                 match e {
-                    StoreError::Db { source, .. } if queue::guard_tripped(&source) => None,
+                    StoreError::Db { source, .. }
+                        if queue::guard_tripped(&source) || queue::queued_already(&source) =>
+                    {
+                        None
+                    }
                     e => Some(Err(e)),
                 }
             }
@@ -983,11 +987,37 @@ mod tests {
         let (mut l, _) = open(&home, 10).await;
         let with_id = r#"{"event_type":"WPCreated","event_id":"01HX5ZQK3M8N9P0R1S2T3V4W5X","payload":{"wp_id":"WP01","title":"T","feature_slug":"028-x"}}"#;
         let a = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
+        let short = l.one_trip;
         let b = l.commit(&[job(with_id)], "local").await.remove(0).unwrap();
         assert!(!a[0].duplicate && b[0].duplicate);
         assert_eq!(b[0].lamport_clock, a[0].lamport_clock);
+        assert_eq!(l.one_trip, short, "a retry is looked up the long way");
         let c = l.commit(&[job(D)], "local").await.remove(0).unwrap();
         assert_eq!(c[0].lamport_clock, 2);
+        assert_eq!(l.one_trip, short + 1);
+        // A group of a new id, a queued one and the new one again: the new
+        // one is stamped once, the others answered with their values.
+        let fresh = with_id.replace("5X\"", "5Y\"");
+        let res = l
+            .commit(&[job(&fresh), job(with_id), job(&fresh)], "local")
+            .await;
+        let got: Vec<(u64, bool)> = res
+            .iter()
+            .map(|r| r.as_ref().unwrap()[0].clone())
+            .map(|a| (a.lamport_clock, a.duplicate))
+            .collect();
+        assert_eq!(got, vec![(3, false), (1, true), (3, true)]);
+        assert_eq!(l.one_trip, short + 1);
+        // Ids the drafts bring, none queued yet: one trip, as without ids.
+        let newer = with_id.replace("5X\"", "5Z\"");
+        let res = l.commit(&[job(&newer), job(D)], "local").await;
+        assert_eq!(values(&res), vec![4, 5]);
+        assert_eq!(l.one_trip, short + 2);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
+            .fetch_one(&mut l.conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 5);
     }
 
     #[tokio::test]

@@ -297,6 +297,13 @@ pub(crate) fn guard_tripped(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains(GUARD_TRIPPED))
 }
 
+/// Whether `e` is an insert breaking the `UNIQUE` on `queue.event_id`: an
+/// event of the statement is queued already.
+pub(crate) fn queued_already(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.is_unique_violation() && d.message().contains("queue.event_id"))
+}
+
 /// Ends a transaction [`begin_with_marks`] began, after a failure. SQLite
 /// may have rolled it back itself (a full disk): then there is nothing to do.
 pub(crate) async fn rollback(conn: &mut SqliteConnection) {
