@@ -37,6 +37,18 @@ impl Cache {
     fn store(&self, s: Sample) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
+
+    /// The writer's word after a commit that left the queue holding nothing
+    /// but the rows it just inserted: their oldest enqueue time (epoch
+    /// seconds) is the queue's. On a quiet daemon (emits seconds apart, so
+    /// the last reading is stale) this saves the read that would otherwise
+    /// come between the commit and the 202: a hop to a reader's thread.
+    pub fn note_oldest(&self, oldest: i64) {
+        self.store(Sample {
+            taken: Instant::now(),
+            oldest: Some(oldest),
+        });
+    }
 }
 
 fn age(oldest: Option<i64>) -> Option<u64> {

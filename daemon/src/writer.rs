@@ -181,14 +181,16 @@ impl WriterHandle {
 }
 
 /// Starts the writer. `clock` publishes the clock after every commit and
-/// `committed` wakes the uplink when new events are durable; the task ends,
-/// handing the ledger back, once every handle is dropped.
+/// `committed` wakes the uplink when new events are durable; `oldest` is
+/// told the queue's oldest row when a commit makes it known for free. The
+/// task ends, handing the ledger back, once every handle is dropped.
 pub fn spawn(
     mut ledger: Ledger,
     settings: SettingsRx,
     clock: watch::Sender<u64>,
     committed: watch::Sender<()>,
     feed: crate::feed::Feed,
+    oldest: crate::health::Cache,
 ) -> (WriterHandle, tokio::task::JoinHandle<Ledger>) {
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let (health_tx, health) = watch::channel(WriterHealth::default());
@@ -250,7 +252,12 @@ pub fn spawn(
             }
             let current: Arc<_> = settings.borrow().clone();
             ledger.set_max_queue_size(current.config.max_queue_size);
+            // At or before the ledger's own "now": an age from it errs older.
+            let started = Utc::now();
             let results = ledger.commit(&jobs, current.team_slug()).await;
+            if let Some(t) = only_rows_of(&jobs, &results, ledger.depth(), started) {
+                oldest.note_oldest(t);
+            }
             feed.committed(&jobs, &results);
             clock.send_if_modified(|v| std::mem::replace(v, ledger.clock()) != ledger.clock());
             if !jobs.is_empty() {
@@ -300,6 +307,30 @@ pub fn spawn(
     (WriterHandle { tx, health, depth }, task)
 }
 
+/// The oldest enqueue time of the rows this group inserted, when they are
+/// all the queue holds: `depth` (the ledger's count after the commit, exact
+/// or an upper bound) is no more than their number, so no older row is left.
+fn only_rows_of(
+    jobs: &[Job],
+    results: &[Reply],
+    depth: u64,
+    started: DateTime<Utc>,
+) -> Option<i64> {
+    let mut inserted = 0;
+    let mut oldest: Option<i64> = None;
+    for (job, result) in jobs.iter().zip(results) {
+        let fresh = result
+            .as_ref()
+            .map_or(0, |a| a.iter().filter(|a| !a.duplicate).count() as u64);
+        if fresh > 0 {
+            inserted += fresh;
+            let t = job.made_at.unwrap_or(started).timestamp();
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
+    }
+    oldest.filter(|_| depth <= inserted)
+}
+
 async fn do_chores(
     ledger: &mut Ledger,
     settings: &SettingsRx,
@@ -322,5 +353,59 @@ async fn do_chores(
                 let _ = reply.send(result);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(made_at: Option<DateTime<Utc>>) -> Job {
+        Job {
+            events: Vec::new(),
+            made_at,
+        }
+    }
+
+    fn accepted(duplicates: &[bool]) -> Reply {
+        Ok(duplicates
+            .iter()
+            .map(|&duplicate| Accepted {
+                event_id: "01HX5ZQK3M8N9P0R1S2T3V4W5X".into(),
+                lamport_clock: 1,
+                duplicate,
+            })
+            .collect())
+    }
+
+    #[test]
+    fn the_oldest_row_is_known_only_when_the_group_is_all_the_queue_holds() {
+        let started = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let spooled = DateTime::from_timestamp(1_799_999_000, 0).unwrap();
+        let jobs = [job(None), job(Some(spooled)), job(None)];
+        let full = CommitError::QueueFull {
+            depth: 3,
+            max: 3,
+            wanted: 1,
+        };
+        let results = [accepted(&[false, false]), accepted(&[false]), Err(full)];
+        // Three rows inserted, the spooled one made earliest.
+        assert_eq!(
+            only_rows_of(&jobs, &results, 3, started),
+            Some(1_799_999_000)
+        );
+        // One more row in the queue than the group inserted: an older one may be left.
+        assert_eq!(only_rows_of(&jobs, &results, 4, started), None);
+        // Duplicates are rows queued before: they insert nothing.
+        let results = [accepted(&[false, true]), accepted(&[true]), accepted(&[])];
+        assert_eq!(
+            only_rows_of(&jobs, &results, 1, started),
+            Some(1_800_000_000)
+        );
+        assert_eq!(only_rows_of(&jobs, &results, 2, started), None);
+        // Nothing inserted: nothing known, even of an empty queue.
+        let failed = || Err(CommitError::Storage("disk I/O error".into()));
+        let results = [failed(), failed(), failed()];
+        assert_eq!(only_rows_of(&jobs, &results, 0, started), None);
     }
 }

@@ -185,6 +185,53 @@ fn an_event_older_than_the_threshold_is_loud_until_it_is_delivered() {
     d.stop_gracefully();
 }
 
+/// The daemon answers an emit on a queue that held nothing else without
+/// reading the queue (it knows the oldest row is the one it just wrote); a
+/// row another tool queues while the daemon runs must still count.
+#[test]
+fn an_old_event_queued_by_another_tool_while_the_daemon_runs_still_counts() {
+    let home = TestHome::new();
+    let server = SaasDev::start(home.root(), &[]);
+    let port = ReservedPort::new();
+    let url = port.url();
+    write_sync_config(&home, &url, 0, 1);
+    std::fs::write(
+        home.file("config.toml"),
+        std::fs::read_to_string(home.file("config.toml"))
+            .unwrap()
+            .replace("[sync]\n", "[sync]\nstale_after_secs = 60\n"),
+    )
+    .unwrap();
+    let r = server.try_login(USER, PASSWORD);
+    r.assert_status(200);
+    write_credentials_from_reply(&home, &url, USER, &r.json());
+    server.kill9();
+    let d = home.start_daemon();
+    // An empty queue, then one fresh event: nothing is stale.
+    assert!(warnings(&emit(&home, 1)).is_empty());
+    // Another tool queues an event made two minutes ago, the daemon running.
+    let mut old = foreign_envelope(TEAM, 50);
+    old["event_id"] = new_ulid().into();
+    let enqueued = chrono::Utc::now().timestamp() - 120;
+    home.db().insert_like_cli(
+        old["event_id"].as_str().unwrap(),
+        "WPStatusChanged",
+        &old.to_string(),
+        enqueued,
+    );
+    // The one-second reading of the queue has gone stale by now.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = emit(&home, 2);
+    let w = warnings(&out);
+    assert_eq!(w.len(), 1, "{out}");
+    assert!(
+        w[0].contains("the oldest queued event has waited 2m"),
+        "{}",
+        w[0]
+    );
+    d.stop_gracefully();
+}
+
 #[test]
 fn a_daemon_that_does_not_answer_gets_one_warning_for_its_spooled_events() {
     let home = TestHome::new();

@@ -179,12 +179,14 @@ impl RunningDaemon {
         let (clock_tx, clock_rx) = watch::channel(ledger.clock());
         let (committed_tx, committed_rx) = watch::channel(());
         let feed = crate::feed::Feed::new(stop_rx.clone());
+        let health = crate::health::Cache::default();
         let (writer, writer_task) = crate::writer::spawn(
             ledger,
             settings_rx.clone(),
             clock_tx,
             committed_tx,
             feed.clone(),
+            health.clone(),
         );
         let uplink_shared =
             crate::uplink::UplinkShared::new(crate::uplink::initial_state(&settings_rx.borrow()))
@@ -212,7 +214,7 @@ impl RunningDaemon {
             node_id,
             started,
             uplink: uplink_shared,
-            health: Default::default(),
+            health,
         });
         let mut until_stop = stop_rx.clone();
         let server = tokio::spawn(server::serve(

@@ -8,8 +8,9 @@ round). Standard library only.
 
     python3 tests/src/bench/idle_commit_probe.py [SOCKET]
 
-With SOCKET (a running daemon's), the socket is probed too. The temporary
-files go to $TMPDIR.
+With SOCKET (a running daemon's), the socket is probed too: a draft without
+an event_id, and one with a fresh id as `kitty-sync emit` sends it. The
+temporary files go to $TMPDIR.
 """
 
 from __future__ import annotations
@@ -33,11 +34,28 @@ BODY = json.dumps(
         "payload": {"wp_id": "WP01", "previous_status": "planned", "new_status": "doing"},
     }
 ).encode()
-REQUEST = (
-    b"POST /v1/events HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
-    + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(BODY)
-    + BODY
-)
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def request(body: bytes) -> bytes:
+    return (
+        b"POST /v1/events HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def ulid() -> str:
+    """A fresh ULID: 48 bits of milliseconds, 80 random bits, Crockford base32."""
+    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    return "".join(CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def with_event_id() -> bytes:
+    """The draft as `kitty-sync emit` and the Python package send it: with an id."""
+    draft = json.loads(BODY)
+    draft["event_id"] = ulid()
+    return request(json.dumps(draft).encode())
 
 
 def timed(op: Callable[[], None], gap: float) -> list[float]:
@@ -60,11 +78,12 @@ def report(what: str, op: Callable[[], None]) -> None:
         )
 
 
-def emit_over(path: str) -> Callable[[], None]:
+def emit_over(path: str, make: Callable[[], bytes]) -> Callable[[], None]:
     def op() -> None:
+        req = make()
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(path)
-            s.sendall(REQUEST)
+            s.sendall(req)
             answer = b""
             while chunk := s.recv(65536):
                 answer += chunk
@@ -98,7 +117,8 @@ def main() -> None:
         db.close()
         os.close(fd)
     if len(sys.argv) > 1:
-        report("POST /v1/events, new connection", emit_over(sys.argv[1]))
+        report("POST /v1/events, new connection", emit_over(sys.argv[1], lambda: request(BODY)))
+        report("POST /v1/events with an event_id, new connection", emit_over(sys.argv[1], with_event_id))
 
 
 if __name__ == "__main__":
