@@ -42,6 +42,33 @@ fn warned_ago(home: &TestHome, secs: i64) {
     home.write("warned", format!("delivery {t}\n"));
 }
 
+/// A session with a server that is gone: the home is configured for a port
+/// held for it (refused until a server starts on it) and logged in with a
+/// server that was then killed, so nothing can be delivered.
+fn logged_in_to_a_gone_server(home: &TestHome) -> ReservedPort {
+    let server = SaasDev::start(home.root(), &[]);
+    let port = ReservedPort::new();
+    let url = port.url();
+    write_sync_config(home, &url, 0, 1);
+    let r = server.try_login(USER, PASSWORD);
+    r.assert_status(200);
+    write_credentials_from_reply(home, &url, USER, &r.json());
+    server.kill9();
+    port
+}
+
+/// Queues an event made `secs_ago`, as another tool would.
+fn queue_like_another_tool(home: &TestHome, lamport: u64, secs_ago: i64) {
+    let mut old = foreign_envelope(TEAM, lamport);
+    old["event_id"] = new_ulid().into();
+    home.db().insert_like_cli(
+        old["event_id"].as_str().unwrap(),
+        "WPStatusChanged",
+        &old.to_string(),
+        chrono::Utc::now().timestamp() - secs_ago,
+    );
+}
+
 #[test]
 fn without_a_daemon_many_emits_give_one_warning_with_the_start_command() {
     let home = TestHome::new();
@@ -114,26 +141,10 @@ fn without_a_session_emit_warns_once_and_status_exits_4() {
 #[test]
 fn an_event_older_than_the_threshold_is_loud_until_it_is_delivered() {
     let home = TestHome::new();
-    let server = SaasDev::start(home.root(), &[]);
-    // The daemon's server lives on a port held for it, refused until then.
-    let port = ReservedPort::new();
-    let url = port.url();
-    write_sync_config(&home, &url, 0, 1);
-    let r = server.try_login(USER, PASSWORD);
-    r.assert_status(200);
-    write_credentials_from_reply(&home, &url, USER, &r.json());
-    server.kill9();
+    let port = logged_in_to_a_gone_server(&home);
     // Queued two minutes ago, by another tool, while nothing could deliver it.
-    let mut old = foreign_envelope(TEAM, 1);
-    old["event_id"] = new_ulid().into();
     home.db().create_cli_schema(false);
-    let enqueued = chrono::Utc::now().timestamp() - 120;
-    home.db().insert_like_cli(
-        old["event_id"].as_str().unwrap(),
-        "WPStatusChanged",
-        &old.to_string(),
-        enqueued,
-    );
+    queue_like_another_tool(&home, 1, 120);
     let d = home.start_daemon();
     let api = d.api();
     wait_until("a failed attempt", DRAIN_GUARD, || {
@@ -191,10 +202,7 @@ fn an_event_older_than_the_threshold_is_loud_until_it_is_delivered() {
 #[test]
 fn an_old_event_queued_by_another_tool_while_the_daemon_runs_still_counts() {
     let home = TestHome::new();
-    let server = SaasDev::start(home.root(), &[]);
-    let port = ReservedPort::new();
-    let url = port.url();
-    write_sync_config(&home, &url, 0, 1);
+    let _port = logged_in_to_a_gone_server(&home);
     std::fs::write(
         home.file("config.toml"),
         std::fs::read_to_string(home.file("config.toml"))
@@ -202,23 +210,11 @@ fn an_old_event_queued_by_another_tool_while_the_daemon_runs_still_counts() {
             .replace("[sync]\n", "[sync]\nstale_after_secs = 60\n"),
     )
     .unwrap();
-    let r = server.try_login(USER, PASSWORD);
-    r.assert_status(200);
-    write_credentials_from_reply(&home, &url, USER, &r.json());
-    server.kill9();
     let d = home.start_daemon();
     // An empty queue, then one fresh event: nothing is stale.
     assert!(warnings(&emit(&home, 1)).is_empty());
     // Another tool queues an event made two minutes ago, the daemon running.
-    let mut old = foreign_envelope(TEAM, 50);
-    old["event_id"] = new_ulid().into();
-    let enqueued = chrono::Utc::now().timestamp() - 120;
-    home.db().insert_like_cli(
-        old["event_id"].as_str().unwrap(),
-        "WPStatusChanged",
-        &old.to_string(),
-        enqueued,
-    );
+    queue_like_another_tool(&home, 50, 120);
     // The one-second reading of the queue has gone stale by now.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = emit(&home, 2);
