@@ -981,6 +981,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_commit_refused_for_a_lost_lock_leaves_clock_json_to_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let (mut l, _) = open(&home, 10).await;
+        assert_eq!(emit(&mut l, 1).await, vec![1]);
+        assert!(!l.owner_lost());
+        // Someone removes clock.lock and locks a new one: the clock is theirs
+        // now, and they move clock.json on.
+        std::fs::remove_file(home.clock_lock()).unwrap();
+        let theirs = lock::try_lock(&home.clock_lock())
+            .unwrap()
+            .expect("the new clock.lock is free");
+        clockfile::write(&home.clock_json(), 40, "0123456789ab").unwrap();
+        let written = std::fs::read(home.clock_json()).unwrap();
+        // A value seen on the server's WebSocket moves our clock past what
+        // our own clock.json holds, so a commit would want to write it.
+        l.observe_from(100, None);
+        let res = l.commit(&[job(D)], "local").await;
+        assert!(
+            matches!(&res[0], Err(CommitError::Storage(m)) if m.contains("clock.lock")),
+            "{res:?}"
+        );
+        assert!(l.owner_lost());
+        assert_eq!(
+            std::fs::read(home.clock_json()).unwrap(),
+            written,
+            "clock.json is the holder's to write"
+        );
+        // Let go: the next commit locks it again and continues above both.
+        drop(theirs);
+        assert_eq!(emit(&mut l, 1).await, vec![102], "receive() moved past 100");
+        assert!(!l.owner_lost());
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
+            .fetch_one(&mut l.conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2, "the refused commit stored nothing");
+    }
+
+    #[tokio::test]
     async fn duplicates_keep_one_row_and_no_gap() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
