@@ -1464,7 +1464,8 @@ impl Results {
         let _ = writeln!(
             w,
             "Each run: a fresh daemon and home; N clients, each a task with its own \
-             kept-alive hyper HTTP/1.1 connection, sending single-event requests in a loop \
+             kept-alive HTTP/1.1 connection (one prepared request written, the answer parsed \
+             by the bench itself), sending single-event requests in a loop \
              (all on one bench thread, leaving the daemon the rest of the machine); \
              {:.1} s warm-up, then a {:.1} s measured window. Events/s counts the 202s \
              answered inside the window. At the end queue.db's row count must equal every \
