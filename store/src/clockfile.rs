@@ -214,6 +214,12 @@ impl Watched {
         self.ours
     }
 
+    /// Whether our own last write, still in place as far as we last looked,
+    /// holds `value` or more: then there is nothing to write.
+    pub fn covers(&self, value: u64) -> bool {
+        self.ours.is_some_and(|held| held >= value)
+    }
+
     /// One `stat`; a read only when the file changed since we last looked.
     pub fn notice(&mut self) -> Noticed {
         let now = stat(&self.path);
@@ -237,7 +243,7 @@ impl Watched {
     /// the file first and never passes a lower value than it holds. A failure
     /// leaves the file as it was, for the next try.
     pub fn publish(&mut self, value: u64) -> std::io::Result<()> {
-        if self.ours.is_some_and(|held| held >= value) {
+        if self.covers(value) {
             return Ok(());
         }
         let target = value

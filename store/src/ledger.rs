@@ -385,13 +385,7 @@ impl Ledger {
             Ok(results) => results,
             // Nothing was begun, and clock.json is not ours to write while
             // someone else holds the lock (their writes and ours would race).
-            Err(e @ StoreError::NotOwner { .. }) => {
-                let msg = e.to_string();
-                return jobs
-                    .iter()
-                    .map(|_| Err(CommitError::Storage(msg.clone())))
-                    .collect();
-            }
+            Err(e @ StoreError::NotOwner { .. }) => return all_failed(jobs, &e),
             Err(e) => {
                 self.stamper.clock = restore;
                 // Now rather than at the next begin: the failure is reported
@@ -399,10 +393,7 @@ impl Ledger {
                 if let Err(again) = db::recover(&mut self.conn).await {
                     tracing::warn!("{again}");
                 }
-                let msg = e.to_string();
-                jobs.iter()
-                    .map(|_| Err(CommitError::Storage(msg.clone())))
-                    .collect()
+                all_failed(jobs, &e)
             }
         };
         self.publish_clock_json();
@@ -646,11 +637,7 @@ impl Ledger {
     fn publish_clock_json(&mut self) {
         // Our own write still covers the clock: nothing to write, so no need
         // to look (a `stat` per commit); the next commit looks before it stamps.
-        if self
-            .clock_json
-            .held()
-            .is_some_and(|held| held >= self.stamper.clock)
-        {
+        if self.clock_json.covers(self.stamper.clock) {
             return;
         }
         self.notice_clock_json();
@@ -805,6 +792,14 @@ fn insert_values(mut qb: QueryBuilder<Sqlite>, chunk: &[Row]) -> QueryBuilder<Sq
             .push("0");
     });
     qb
+}
+
+/// One storage failure for every job of a group that was not committed.
+fn all_failed(jobs: &[Job], e: &StoreError) -> Vec<Result<Vec<Accepted>, CommitError>> {
+    let msg = e.to_string();
+    jobs.iter()
+        .map(|_| Err(CommitError::Storage(msg.clone())))
+        .collect()
 }
 
 /// Moves the clock past a value someone else wrote into clock.json.

@@ -79,12 +79,8 @@ impl RawConn {
             .context("write the request")?;
         let mut at_eof = false;
         loop {
-            if let Some((answer, used)) = parse_answer(&self.buf, at_eof)? {
-                self.buf.drain(..used);
+            if let Some(answer) = take_answer(&mut self.buf, at_eof)? {
                 return Ok(answer);
-            }
-            if at_eof {
-                bail!("the daemon closed the connection mid-answer");
             }
             let mut chunk = [0u8; 8192];
             let n = self.stream.read(&mut chunk).context("read the answer")?;
@@ -128,12 +124,8 @@ impl AsyncRawConn {
                 .context("write the request")?;
             let mut at_eof = false;
             loop {
-                if let Some((answer, used)) = parse_answer(&self.buf, at_eof)? {
-                    self.buf.drain(..used);
+                if let Some(answer) = take_answer(&mut self.buf, at_eof)? {
                     return Ok(answer);
-                }
-                if at_eof {
-                    bail!("the daemon closed the connection mid-answer");
                 }
                 at_eof = self
                     .stream
@@ -147,6 +139,19 @@ impl AsyncRawConn {
             Ok(r) => r,
             Err(_) => bail!("no answer within {IO_TIMEOUT:?}"),
         }
+    }
+}
+
+/// Takes the answer at the front of `buf` once all of it is there; `None`
+/// while more bytes are needed, an error if the connection ended first.
+fn take_answer(buf: &mut Vec<u8>, at_eof: bool) -> Result<Option<Answer>> {
+    match parse_answer(buf, at_eof)? {
+        Some((answer, used)) => {
+            buf.drain(..used);
+            Ok(Some(answer))
+        }
+        None if at_eof => bail!("the daemon closed the connection mid-answer"),
+        None => Ok(None),
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::stats::Summary;
 use super::sys::{Memory, ThreadStat};
-use super::{ClosedLoop, Options, ProcessRuns, Results, Startups, Throughput, db};
+use super::{ClosedLoop, LoadCount, Options, ProcessRuns, Results, Startups, Throughput, db};
 
 /// The keys of `ratios`; the smoke test checks each is there.
 pub const RATIOS: &[&str] = &[
@@ -39,43 +39,44 @@ fn thread(name: &str, t: &ThreadStat) -> Value {
     })
 }
 
+/// The counts both kinds of load run share, with the fields of `more` (an
+/// object) after them.
+fn load_and(l: &LoadCount, more: Value) -> Value {
+    let mut all = json!({
+        "clients": l.clients,
+        "events_per_sec": l.events_per_sec(),
+        "in_window": l.in_window,
+        "window": l.window.as_secs_f64(),
+        "accepted": l.accepted,
+        "errors": l.errors,
+        "first_error": l.first_error,
+        "latency": opt_summary(l.latency.as_ref()),
+        "bench_cpu": l.bench_cpu,
+        "rows": l.rows,
+        "verified": l.verified(),
+    });
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), more) {
+        all.extend(more);
+    }
+    all
+}
+
 fn throughput(t: &Throughput) -> Value {
-    json!({
-        "clients": t.clients,
-        "events_per_sec": t.events_per_sec(),
-        "in_window": t.in_window,
-        "window": t.window.as_secs_f64(),
-        "accepted": t.accepted,
-        "errors": t.errors,
-        "first_error": t.first_error,
-        "latency": opt_summary(t.latency.as_ref()),
-        "per_second": t.per_second,
-        "daemon_cpu": t.daemon_cpu,
-        "bench_cpu": t.bench_cpu,
-        "rows": t.rows,
-        "verified": t.verified(),
-        "memory_after": memory(&t.memory_after),
-        "count_cost": opt_summary(t.count_cost.as_ref()),
-        "stop": t.stop.as_secs_f64(),
-        "threads": t.threads.iter().map(|(n, s)| thread(n, s)).collect::<Vec<_>>(),
-    })
+    load_and(
+        &t.load,
+        json!({
+            "per_second": t.per_second,
+            "daemon_cpu": t.daemon_cpu,
+            "memory_after": memory(&t.memory_after),
+            "count_cost": opt_summary(t.count_cost.as_ref()),
+            "stop": t.stop.as_secs_f64(),
+            "threads": t.threads.iter().map(|(n, s)| thread(n, s)).collect::<Vec<_>>(),
+        }),
+    )
 }
 
 fn closed_loop(c: &ClosedLoop) -> Value {
-    json!({
-        "clients": c.clients,
-        "events_per_sec": c.events_per_sec(),
-        "in_window": c.in_window,
-        "window": c.window.as_secs_f64(),
-        "accepted": c.accepted,
-        "errors": c.errors,
-        "first_error": c.first_error,
-        "latency": opt_summary(c.latency.as_ref()),
-        "server_cpu": c.server_cpu,
-        "bench_cpu": c.bench_cpu,
-        "rows": c.rows,
-        "verified": c.verified(),
-    })
+    load_and(&c.load, json!({ "server_cpu": c.server_cpu }))
 }
 
 fn process(p: &ProcessRuns) -> Value {
@@ -104,15 +105,18 @@ impl Results {
     /// multi-row `INSERT` of [`db::GROUP`] events.
     pub fn throughput_over_ceiling(&self) -> Option<f64> {
         let ceiling = db::GROUP as f64 / self.floor.group_multirow.p50;
-        self.at_16().map(|t| t.events_per_sec() / ceiling)
+        self.at_16().map(|t| t.load.events_per_sec() / ceiling)
     }
 
     /// The daemon's events/s with `clients` clients over the closed-loop
     /// floor's with as many (see [`super::ideal`]).
     pub fn over_closed_loop(&self, clients: usize) -> Option<f64> {
-        let daemon = self.throughput.iter().find(|t| t.clients == clients)?;
-        let floor = self.closed_loop.iter().find(|c| c.clients == clients)?;
-        Some(daemon.events_per_sec() / floor.events_per_sec())
+        let daemon = self.throughput.iter().find(|t| t.load.clients == clients)?;
+        let floor = self
+            .closed_loop
+            .iter()
+            .find(|c| c.load.clients == clients)?;
+        Some(daemon.load.events_per_sec() / floor.load.events_per_sec())
     }
 
     fn process(&self, label: &str) -> Option<&ProcessRuns> {

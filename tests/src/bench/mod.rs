@@ -208,23 +208,58 @@ pub struct RoundTrip {
     pub stop: Duration,
 }
 
+/// What a load run counted, whoever served it (the daemon or the [`ideal`]
+/// server).
 #[derive(Debug, Clone)]
-pub struct Throughput {
+pub struct LoadCount {
     pub clients: usize,
-    /// 202s whose answer arrived inside the measured window.
+    /// Answers of success that arrived inside the measured window.
     pub in_window: u64,
     pub window: Duration,
-    /// Every 202, warm-up and tail included.
+    /// Every answer of success, warm-up and tail included.
     pub accepted: u64,
     pub errors: u64,
     pub first_error: Option<String>,
     pub latency: Option<Summary>,
+    /// This process's CPU over the window, as a share of one core.
+    pub bench_cpu: f64,
+    /// Rows in the server's database at the end.
+    pub rows: u64,
+}
+
+impl LoadCount {
+    fn new(clients: usize, tally: &Tally, opts: &Options, bench_cpu: f64, rows: u64) -> Self {
+        Self {
+            clients,
+            in_window: tally.in_window,
+            window: opts.load_window,
+            accepted: tally.accepted,
+            errors: tally.errors,
+            first_error: tally.first_error.clone(),
+            latency: Summary::of(&tally.latencies),
+            bench_cpu,
+            rows,
+        }
+    }
+
+    pub fn events_per_sec(&self) -> f64 {
+        self.in_window as f64 / self.window.as_secs_f64()
+    }
+
+    /// Every answer of success is a row: nothing was answered and lost.
+    pub fn verified(&self) -> bool {
+        self.rows == self.accepted
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// Counted in 202s; the rows are queue.db's.
+    pub load: LoadCount,
     /// 202s per whole second of the window.
     pub per_second: Vec<u64>,
-    /// CPU used over the window, as a share of one core.
+    /// The daemon's CPU over the window, as a share of one core.
     pub daemon_cpu: f64,
-    pub bench_cpu: f64,
-    pub rows: u64,
     pub memory_after: Memory,
     /// `SELECT COUNT(*) FROM queue` at the final depth.
     pub count_cost: Option<Summary>,
@@ -232,16 +267,6 @@ pub struct Throughput {
     pub stop: Duration,
     /// The daemon's threads over the window, by name: CPU and context switches.
     pub threads: Vec<(String, sys::ThreadStat)>,
-}
-
-impl Throughput {
-    pub fn events_per_sec(&self) -> f64 {
-        self.in_window as f64 / self.window.as_secs_f64()
-    }
-
-    pub fn verified(&self) -> bool {
-        self.rows == self.accepted
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -477,21 +502,13 @@ fn load_run(opts: &Options, clients: usize, progress: &mut dyn FnMut(&str)) -> R
     let rows = db::row_count(&home.queue_db())?;
     let count_cost = Summary::of_durations(&db::count_latencies(&home.queue_db(), 20)?);
     let (stop, _) = d.stop()?;
-    let full_seconds = opts.load_window.as_secs() as usize;
+    let load = LoadCount::new(clients, &tally, opts, bench_cpu, rows);
     let mut per_second = tally.per_second;
-    per_second.truncate(full_seconds);
+    per_second.truncate(opts.load_window.as_secs() as usize);
     Ok(Throughput {
-        clients,
-        in_window: tally.in_window,
-        window: opts.load_window,
-        accepted: tally.accepted,
-        errors: tally.errors,
-        first_error: tally.first_error,
-        latency: Summary::of(&tally.latencies),
+        load,
         per_second,
         daemon_cpu,
-        bench_cpu,
-        rows,
         memory_after,
         count_cost,
         stop,
@@ -506,28 +523,10 @@ pub const CLOSED_LOOP_MIN_CLIENTS: usize = 16;
 /// The [`ideal`] server under the throughput runs' load.
 #[derive(Debug, Clone)]
 pub struct ClosedLoop {
-    pub clients: usize,
-    pub in_window: u64,
-    pub window: Duration,
-    pub accepted: u64,
-    pub errors: u64,
-    pub first_error: Option<String>,
-    pub latency: Option<Summary>,
+    /// Counted in answers "committed"; the rows are its own database's.
+    pub load: LoadCount,
     /// The server's CPU over the window, as a share of one core.
     pub server_cpu: f64,
-    pub bench_cpu: f64,
-    /// Rows in its database at the end: every answer was a commit.
-    pub rows: u64,
-}
-
-impl ClosedLoop {
-    pub fn events_per_sec(&self) -> f64 {
-        self.in_window as f64 / self.window.as_secs_f64()
-    }
-
-    pub fn verified(&self) -> bool {
-        self.rows == self.accepted
-    }
 }
 
 fn closed_loop_run(opts: &Options, bench_exe: &Path, clients: usize) -> Result<ClosedLoop> {
@@ -544,16 +543,8 @@ fn closed_loop_run(opts: &Options, bench_exe: &Path, clients: usize) -> Result<C
     drop(server);
     let rows = db::row_count(&db)?;
     Ok(ClosedLoop {
-        clients,
-        in_window: tally.in_window,
-        window: opts.load_window,
-        accepted: tally.accepted,
-        errors: tally.errors,
-        first_error: tally.first_error,
-        latency: Summary::of(&tally.latencies),
+        load: LoadCount::new(clients, &tally, opts, bench_cpu, rows),
         server_cpu,
-        bench_cpu,
-        rows,
     })
 }
 
@@ -1099,7 +1090,7 @@ fn verdict(met: bool, how: String) -> String {
 impl Results {
     /// The 16-client run, if there was one.
     pub fn at_16(&self) -> Option<&Throughput> {
-        self.throughput.iter().find(|t| t.clients == 16)
+        self.throughput.iter().find(|t| t.load.clients == 16)
     }
 
     fn emit_with_daemon(&self) -> Option<&ProcessRuns> {
@@ -1162,13 +1153,13 @@ impl Results {
             )
         );
         if let Some(t) = self.at_16() {
-            let eps = t.events_per_sec();
+            let eps = t.load.events_per_sec();
             let _ = writeln!(
                 w,
                 "| ≥ 20,000 durable events/s with 16 clients | {}/s | {} | ~650/s ({:.0}× fewer) |",
                 thousands(eps as u64),
                 verdict(
-                    eps >= TARGET_EVENTS_PER_SEC_16 && t.verified(),
+                    eps >= TARGET_EVENTS_PER_SEC_16 && t.load.verified(),
                     format!(
                         "{:.0}% of the target",
                         100.0 * eps / TARGET_EVENTS_PER_SEC_16
@@ -1212,12 +1203,12 @@ impl Results {
     /// ", closed-loop floor N/s (daemon M%)" for a count the floor was run at.
     fn floor_note(&self, clients: usize) -> String {
         match (
-            self.closed_loop.iter().find(|c| c.clients == clients),
+            self.closed_loop.iter().find(|c| c.load.clients == clients),
             self.over_closed_loop(clients),
         ) {
             (Some(c), Some(r)) => format!(
                 "; closed-loop floor {}/s (the daemon {:.0}% of it)",
-                thousands(c.events_per_sec() as u64),
+                thousands(c.load.events_per_sec() as u64),
                 100.0 * r
             ),
             _ => String::new(),
@@ -1233,7 +1224,7 @@ impl Results {
         );
         let ceiling = db::GROUP as f64 / self.floor.group_multirow.p50;
         if let Some(t) = self.at_16() {
-            let eps = t.events_per_sec();
+            let eps = t.load.events_per_sec();
             let share = eps / ceiling;
             let _ = writeln!(
                 w,
@@ -1245,7 +1236,7 @@ impl Results {
                 verdict(
                     eps >= TARGET10_EVENTS_PER_SEC_16
                         && share >= TARGET10_SHARE_OF_CEILING_16
-                        && t.verified(),
+                        && t.load.verified(),
                     format!(
                         "{:.0}% of 40,000/s",
                         100.0 * eps / TARGET10_EVENTS_PER_SEC_16
@@ -1253,15 +1244,15 @@ impl Results {
                 )
             );
         }
-        if let Some(t) = self.throughput.iter().find(|t| t.clients == 64) {
-            let eps = t.events_per_sec();
+        if let Some(t) = self.throughput.iter().find(|t| t.load.clients == 64) {
+            let eps = t.load.events_per_sec();
             let _ = writeln!(
                 w,
                 "| 64 clients: ≥ 50,000 durable events/s | {}/s{} | {} |",
                 thousands(eps as u64),
                 self.floor_note(64),
                 verdict(
-                    eps >= TARGET10_EVENTS_PER_SEC_64 && t.verified(),
+                    eps >= TARGET10_EVENTS_PER_SEC_64 && t.load.verified(),
                     format!(
                         "{:.0}% of the target",
                         100.0 * eps / TARGET10_EVENTS_PER_SEC_64
@@ -1430,30 +1421,34 @@ impl Results {
         );
         for c in &self.closed_loop {
             let (p50, p99) = c
+                .load
                 .latency
                 .map_or(("—".into(), "—".into()), |l| (ms(l.p50), ms(l.p99)));
-            let daemon = self.throughput.iter().find(|t| t.clients == c.clients);
+            let daemon = self
+                .throughput
+                .iter()
+                .find(|t| t.load.clients == c.load.clients);
             let _ = writeln!(
                 w,
                 "| {} | **{}** | {} | {} | {:.0}% | {:.0}% | {} = {} {} | {} | {} |",
-                c.clients,
-                thousands(c.events_per_sec() as u64),
+                c.load.clients,
+                thousands(c.load.events_per_sec() as u64),
                 p50,
                 p99,
                 100.0 * c.server_cpu,
-                100.0 * c.bench_cpu,
-                thousands(c.rows),
-                thousands(c.accepted),
-                if c.verified() {
+                100.0 * c.load.bench_cpu,
+                thousands(c.load.rows),
+                thousands(c.load.accepted),
+                if c.load.verified() {
                     "✓"
                 } else {
                     "**✗ MISMATCH**"
                 },
                 daemon.map_or("—".into(), |t| format!(
                     "{}/s",
-                    thousands(t.events_per_sec() as u64)
+                    thousands(t.load.events_per_sec() as u64)
                 )),
-                self.over_closed_loop(c.clients)
+                self.over_closed_loop(c.load.clients)
                     .map_or("—".into(), |r| format!("{:.0}%", 100.0 * r)),
             );
         }
@@ -1494,31 +1489,33 @@ impl Results {
                 ),
                 _ => "—".into(),
             };
-            let (p50, p99, max) =
-                t.latency.map_or(("—".into(), "—".into(), "—".into()), |l| {
+            let (p50, p99, max) = t
+                .load
+                .latency
+                .map_or(("—".into(), "—".into(), "—".into()), |l| {
                     (ms(l.p50), ms(l.p99), ms(l.max))
                 });
             let _ = writeln!(
                 w,
                 "| {} | **{}** | {} | {} | {} | {} | {:.0}% | {:.0}% | {} | {} = {} {} | {} at {} rows |",
-                t.clients,
-                thousands(t.events_per_sec() as u64),
+                t.load.clients,
+                thousands(t.load.events_per_sec() as u64),
                 per_sec,
                 p50,
                 p99,
                 max,
                 100.0 * t.daemon_cpu,
-                100.0 * t.bench_cpu,
-                t.errors,
-                thousands(t.rows),
-                thousands(t.accepted),
-                if t.verified() {
+                100.0 * t.load.bench_cpu,
+                t.load.errors,
+                thousands(t.load.rows),
+                thousands(t.load.accepted),
+                if t.load.verified() {
                     "✓"
                 } else {
                     "**✗ MISMATCH**"
                 },
                 t.count_cost.map_or("—".into(), |c| ms(c.p50)),
-                thousands(t.rows),
+                thousands(t.load.rows),
             );
         }
         let _ = writeln!(
@@ -1532,7 +1529,7 @@ impl Results {
             "| clients | thread (count) | CPU per event | context switches per event |\n|---|---|---|---|"
         );
         for t in &self.throughput {
-            let per = t.in_window.max(1) as f64;
+            let per = t.load.in_window.max(1) as f64;
             let mut total = sys::ThreadStat::default();
             for (name, st) in t
                 .threads
@@ -1544,7 +1541,7 @@ impl Results {
                 let _ = writeln!(
                     w,
                     "| {} | `{name}` ({}) | {:.1} µs | {:.2} |",
-                    t.clients,
+                    t.load.clients,
                     st.threads,
                     st.cpu.as_secs_f64() * 1e6 / per,
                     st.switches as f64 / per
@@ -1553,23 +1550,23 @@ impl Results {
             let _ = writeln!(
                 w,
                 "| {} | **all** | **{:.1} µs** | **{:.2}** |",
-                t.clients,
+                t.load.clients,
                 total.cpu.as_secs_f64() * 1e6 / per,
                 total.switches as f64 / per
             );
         }
         self.closed_loop_table(w);
         for t in &self.throughput {
-            if let Some(e) = &t.first_error {
-                let _ = writeln!(w, "\nFirst error with {} clients: `{e}`", t.clients);
+            if let Some(e) = &t.load.first_error {
+                let _ = writeln!(w, "\nFirst error with {} clients: `{e}`", t.load.clients);
             }
         }
         for c in &self.closed_loop {
-            if let Some(e) = &c.first_error {
+            if let Some(e) = &c.load.first_error {
                 let _ = writeln!(
                     w,
                     "\nFirst error of the closed-loop floor with {} clients: `{e}`",
-                    c.clients
+                    c.load.clients
                 );
             }
         }
@@ -1664,8 +1661,8 @@ impl Results {
             let _ = writeln!(
                 w,
                 "| after the {}-client run ({} events queued) | {} | {} |",
-                t.clients,
-                thousands(t.rows),
+                t.load.clients,
+                thousands(t.load.rows),
                 mib(t.memory_after.rss),
                 mib(t.memory_after.hwm)
             );
@@ -1722,8 +1719,8 @@ impl Results {
             let _ = writeln!(
                 w,
                 "| section 2, {} client(s) | {} | {} |",
-                t.clients,
-                thousands(t.rows),
+                t.load.clients,
+                thousands(t.load.rows),
                 ms_short(t.stop.as_secs_f64())
             );
         }
@@ -1836,12 +1833,12 @@ impl Results {
                 thousands(full as u64),
                 thousands(multirow as u64),
                 db::GROUP,
-                thousands(t.events_per_sec() as u64),
-                100.0 * t.events_per_sec() / multirow
+                thousands(t.load.events_per_sec() as u64),
+                100.0 * t.load.events_per_sec() / multirow
             );
         }
         for t in &self.throughput {
-            let per = t.in_window.max(1) as f64;
+            let per = t.load.in_window.max(1) as f64;
             let switches: u64 = t.threads.iter().map(|(_, s)| s.switches).sum();
             let cpu: f64 = t.threads.iter().map(|(_, s)| s.cpu.as_secs_f64()).sum();
             let notify = t
@@ -1855,8 +1852,8 @@ impl Results {
                 "- **{} client(s):** {}/s; the daemon spent {:.0} µs of CPU and {:.1} \
                  context switches per event ({:.2} of them in the config watcher's \
                  `notify-rs inotify` thread).",
-                t.clients,
-                thousands(t.events_per_sec() as u64),
+                t.load.clients,
+                thousands(t.load.events_per_sec() as u64),
                 cpu * 1e6 / per,
                 switches as f64 / per,
                 notify as f64 / per,
