@@ -329,7 +329,7 @@ fn with_event_id(event_json: &str) -> String {
         {
             obj.insert(
                 "event_id".into(),
-                Value::String(ulid::Ulid::generate().to_string()),
+                Value::String(kitty_store::ids::new_ulid().to_string()),
             );
             Value::Object(obj).to_string()
         }

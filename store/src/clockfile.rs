@@ -119,7 +119,7 @@ pub fn replace(path: &Path, value: u64, node_id: &str) -> std::io::Result<FileId
     let tmp = dir.join(format!(
         ".clock.json.{}.{}.tmp",
         std::process::id(),
-        ulid::Ulid::generate()
+        crate::ids::new_ulid()
     ));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()

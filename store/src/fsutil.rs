@@ -253,7 +253,7 @@ fn temp_name(path: &Path) -> PathBuf {
     dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
-        ulid::Ulid::generate()
+        crate::ids::new_ulid()
     ))
 }
 

@@ -919,7 +919,7 @@ mod tests {
     fn envelope(lamport: u64) -> String {
         format!(
             r#"{{"event_id":"{}","event_type":"Custom","aggregate_id":"a","aggregate_type":"Feature","payload":{{}},"node_id":"n","lamport_clock":{lamport},"timestamp":"2026-02-04T13:47:09Z","team_slug":"acme"}}"#,
-            ulid::Ulid::generate()
+            crate::ids::new_ulid()
         )
     }
 

@@ -15,6 +15,7 @@
 //! - [`config`]: config.toml, read and validated.
 //! - [`credentials`]: the credentials file the spec-kitty CLI shares with us.
 //! - [`sys`]: the libc calls of the daemon and the client, the only `unsafe` code.
+//! - [`ids`]: new ULIDs, for event ids and file names.
 //! - [`fsutil`]: opening and creating files in `<home>` that nothing planted can subvert.
 
 pub mod clockfile;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod fsutil;
+pub mod ids;
 pub mod ledger;
 pub mod lock;
 pub mod node_id;

@@ -98,7 +98,7 @@ pub fn write(
     };
     fsutil::ensure_private_subdir(&dir).map_err(io(&dir))?;
     loop {
-        let path = dir.join(format!("{}.json", ulid::Ulid::generate()));
+        let path = dir.join(format!("{}.json", crate::ids::new_ulid()));
         match fsutil::create_new_atomic(&path, &text, 0o600) {
             Ok(()) => return Ok(Spooled { path, event_id }),
             // Another writer took this very name: take the next one.
@@ -121,7 +121,7 @@ fn with_event_id(
     // fields, so its text may be rewritten: `"event_id": null` keeps its place.
     let mut obj: Map<String, Value> = serde_json::from_str(event.get())
         .map_err(|_| SpoolError::Invalid(Violation::new("event", "must be a JSON object")))?;
-    let id = ulid::Ulid::generate().to_string();
+    let id = crate::ids::new_ulid().to_string();
     obj.insert("event_id".into(), Value::String(id.clone()));
     let text = serde_json::to_string(&obj).expect("a JSON object serialises");
     Ok((owned(text), id))
@@ -229,7 +229,7 @@ pub fn reject(home: &Home, path: &Path) -> std::io::Result<PathBuf> {
     // Only the daemon's intake, one task, moves files in here.
     let mut to = dir.join(&name);
     while std::fs::symlink_metadata(&to).is_ok() {
-        to = dir.join(format!("{name}.{}", ulid::Ulid::generate()));
+        to = dir.join(format!("{name}.{}", crate::ids::new_ulid()));
     }
     std::fs::rename(path, &to)?;
     Ok(to)

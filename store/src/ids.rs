@@ -1,0 +1,55 @@
+//! New ULIDs: event ids, and the unique parts of temporary and spool file names.
+//!
+//! `ulid::Ulid::generate` draws its 80 random bits from rand's ChaCha, whose
+//! first use asks the CPU for its features (`cpuid`); on a VM that instruction
+//! traps to the hypervisor, and in a short-lived `kitty-sync emit` it cost
+//! about 0.1 ms of the process (BENCHMARKS.md, issue 10, sixth round). The
+//! same bits straight from the operating system (`getrandom`) cost one syscall.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ulid::Ulid;
+
+/// A new ULID: milliseconds since the epoch and 80 random bits.
+pub fn new_ulid() -> Ulid {
+    let mut random = [0u8; 16];
+    if getrandom::fill(&mut random).is_err() {
+        // No entropy from the system (never seen on Linux or macOS): rand's way.
+        return Ulid::generate();
+    }
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    // `from_parts` keeps the low 80 bits of the random part.
+    Ulid::from_parts(ms, u128::from_le_bytes(random))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_distinct_and_stamped_with_now() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let ids: Vec<Ulid> = (0..10_000).map(|_| new_ulid()).collect();
+        let after = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let distinct: HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert!((before..=after).contains(&id.timestamp_ms()), "{id}");
+            let text = id.to_string();
+            assert_eq!(text.len(), 26);
+            assert_eq!(Ulid::from_string(&text).unwrap(), *id);
+        }
+        // The random part is not stuck at zero or at one value.
+        let randoms: HashSet<u128> = ids.iter().map(|id| id.random()).collect();
+        assert!(randoms.len() > 9_990);
+    }
+}
