@@ -17,11 +17,15 @@ pub fn new_ulid() -> Ulid {
         // No entropy from the system (never seen on Linux or macOS): rand's way.
         return Ulid::generate();
     }
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     // `from_parts` keeps the low 80 bits of the random part.
-    Ulid::from_parts(ms, u128::from_le_bytes(random))
+    Ulid::from_parts(now_ms(), u128::from_le_bytes(random))
+}
+
+/// Milliseconds since the epoch (0 for a clock set before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -31,15 +35,9 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_stamped_with_now() {
-        let before = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let before = now_ms();
         let ids: Vec<Ulid> = (0..10_000).map(|_| new_ulid()).collect();
-        let after = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let after = now_ms();
         let distinct: HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
         for id in &ids {
