@@ -1,10 +1,11 @@
 //! New ULIDs: event ids, and the unique parts of temporary and spool file names.
 //!
-//! `ulid::Ulid::generate` draws its 80 random bits from rand's ChaCha, whose
-//! first use asks the CPU for its features (`cpuid`); on a VM that instruction
-//! traps to the hypervisor, and in a short-lived `kitty-sync emit` it cost
-//! about 0.1 ms of the process (BENCHMARKS.md, issue 10, sixth round). The
-//! same bits straight from the operating system (`getrandom`) cost one syscall.
+//! The 80 random bits come straight from the operating system (`getrandom`,
+//! one syscall) rather than from `ulid::Ulid::generate`'s use of rand's
+//! ChaCha, whose first use asks the CPU for its features (`cpuid`, a trap to
+//! the hypervisor in a VM). The sixth round of issue 10 credited this with
+//! 0.1 ms of a `kitty-sync emit`; the seventh, comparing binaries in the same
+//! page-cache state, measured no difference either way (BENCHMARKS.md).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
