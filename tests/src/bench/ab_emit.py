@@ -2,7 +2,7 @@
 """An interleaved A/B of whole `kitty-sync emit` processes, for builds whose
 difference is a tenth of a millisecond (BENCHMARKS.md, issue 10, seventh round).
 
-    tests/scripts/ab_emit.py [--rounds N] [--daemons] BIN_DIR_A BIN_DIR_B [...]
+    tests/src/bench/ab_emit.py [--rounds N] [--daemons] BIN_DIR_A BIN_DIR_B [...]
 
 Each BIN_DIR holds a `kitty-sync` and a `kitty-syncd`. Every round runs, for
 each build in turn, `kitty-sync emit` and `kitty-sync --version`; the order of
