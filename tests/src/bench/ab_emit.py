@@ -13,9 +13,9 @@ the file it was copied from (how a file's pages sit in the page cache moves
 the cost of the page faults), so builds are compared as files in the same
 state.
 
-By default every client talks to the first build's daemon (the clients are
-compared). With --daemons each build's client talks to its own daemon, in a
-home of its own, and the daemons are compared. Prints medians; the first 20
+By default every build's client talks to the first build's daemon (the
+clients are compared). With --daemons the first build's client talks to every
+build's daemon, each in a home of its own (the daemons are compared). Prints medians; the first 20
 rounds warm up and are not counted.
 """
 
@@ -54,8 +54,8 @@ def start_daemon(daemon: str, client: str, root: str, name: str) -> tuple[subpro
     os.mkdir(home, 0o700)
     env = dict(os.environ, SPEC_KITTY_HOME=home, HOME=home)
     env.pop("KITTY_SYNCD_SOCKET", None)
-    log = open(os.path.join(home, "daemon.log"), "wb")
-    proc = subprocess.Popen([daemon, "run"], env=env, stdout=log, stderr=log)
+    with open(os.path.join(home, "daemon.log"), "wb") as log:
+        proc = subprocess.Popen([daemon, "run"], env=env, stdout=log, stderr=log)
     for _ in range(200):
         if subprocess.run([client, "status", "--json"], env=env, capture_output=True).returncode == 0:
             return proc, env
@@ -67,7 +67,7 @@ def start_daemon(daemon: str, client: str, root: str, name: str) -> tuple[subpro
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=400)
-    parser.add_argument("--daemons", action="store_true", help="compare the daemons, each with its own client")
+    parser.add_argument("--daemons", action="store_true", help="compare the daemons, all with the first build's client")
     parser.add_argument("bin_dirs", nargs="+")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="ab-emit-")
@@ -78,8 +78,10 @@ def main() -> None:
         for name in ("kitty-sync", "kitty-syncd"):
             shutil.copy2(os.path.join(d, name), os.path.join(copy, name))
         builds.append((d, os.path.join(copy, "kitty-sync"), os.path.join(copy, "kitty-syncd")))
-    daemons = builds if args.daemons else builds[:1]
-    running = [start_daemon(daemon, client, root, str(i)) for i, (_, client, daemon) in enumerate(daemons)]
+    # Only the compared part differs between the builds' runs.
+    clients = [builds[0][1] if args.daemons else b[1] for b in builds]
+    daemons = [b[2] for b in builds] if args.daemons else [builds[0][2]]
+    running = [start_daemon(daemon, clients[0], root, str(i)) for i, daemon in enumerate(daemons)]
     envs = [running[i if args.daemons else 0][1] for i in range(len(builds))]
     emits: list[list[tuple[float, float]]] = [[] for _ in builds]
     versions: list[list[float]] = [[] for _ in builds]
@@ -88,8 +90,8 @@ def main() -> None:
             k = r % len(builds)
             order = list(range(k, len(builds))) + list(range(k))
             for i in order:
-                emit = spawn([builds[i][1], "emit", "WPStatusChanged", "--payload", PAYLOAD], envs[i])
-                version = spawn([builds[i][1], "--version"], envs[i])
+                emit = spawn([clients[i], "emit", "WPStatusChanged", "--payload", PAYLOAD], envs[i])
+                version = spawn([clients[i], "--version"], envs[i])
                 if r >= WARMUP:
                     emits[i].append(emit)
                     versions[i].append(version[0])
@@ -98,7 +100,7 @@ def main() -> None:
             proc.terminate()
             proc.wait()
     print(f"{args.rounds} rounds, medians (ms)")
-    for (name, _, _), e, v in zip(builds, emits, versions):
+    for (name, _, _), e, v in zip(builds, emits, versions, strict=True):
         wall = statistics.median(x[0] for x in e) * 1000
         cpu = statistics.median(x[1] for x in e) * 1000
         ver = statistics.median(v) * 1000
