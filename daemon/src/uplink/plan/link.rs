@@ -19,6 +19,14 @@ impl Planner {
         self.ws_pending = true;
         self.pongs.clear();
         self.last_error = None;
+        // The WebSocket now carries every queued row after the cursor, so a
+        // batch wanted while it was down would send those rows a second time
+        // (up to a batch of them after every start with a backlog). Rows
+        // before the cursor went out on an earlier connection, and only a
+        // batch settles them: it comes when it would after a send.
+        if std::mem::take(&mut self.batch.wanted) && self.cursor.is_some() {
+            self.confirm_later(now);
+        }
     }
 
     /// One more failed WebSocket attempt (or a link lost): back off, and let
@@ -58,8 +66,16 @@ impl Planner {
         self.counters.sent_ws += count;
         self.pending.extend(bad);
         self.ws_pending = full;
-        // A server that acknowledges gets time to; without acks a batch confirms.
-        if count > 0 && self.batch.confirm_at.is_none() {
+        if count > 0 {
+            self.confirm_later(now);
+        }
+    }
+
+    /// Schedules the batch that settles rows the WebSocket sent, unless one
+    /// is scheduled already. A server that acknowledges gets time to; without
+    /// acks the batch is what confirms them.
+    fn confirm_later(&mut self, now: Instant) {
+        if self.batch.confirm_at.is_none() {
             let interval = self.config.batch_interval;
             let wait = if self.server_acks {
                 ACK_GRACE.max(interval)

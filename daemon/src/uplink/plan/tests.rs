@@ -70,10 +70,13 @@ fn a_tcp_probe_every_second_while_unreachable_brings_delivery_back_within_one() 
     let opens = times(&log, |a| *a == Action::OpenWs);
     let reopened = opens.iter().find(|t| **t >= back_at).unwrap();
     assert_eq!(*reopened, last_probe, "the WebSocket at once: {opens:?}");
+    // The queue goes over it at once, and not in a batch as well.
+    let sends = times(&log, |a| matches!(a, Action::SendWs { .. }));
+    assert_eq!(sends.first(), Some(&last_probe), "{sends:?}");
     let batch = times(&log, |a| *a == Action::PostBatch);
     assert!(
-        batch.contains(&last_probe),
-        "a batch at once too: {batch:?}"
+        batch.iter().all(|t| *t < back_at),
+        "no batch once the WebSocket is back: {batch:?}"
     );
     assert_eq!(s.state(), ConnectionState::Connected);
 }
