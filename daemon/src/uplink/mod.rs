@@ -22,9 +22,9 @@
 //! at most one per `batch_interval`; wanted when the WebSocket is down and
 //! events are committed, on `sync now` (which also tries the WebSocket at
 //! once), every `flush_interval`, and to confirm WebSocket sends. A batch
-//! still wanted when the WebSocket opens is dropped, because the WebSocket
-//! sends those rows; rows that went out on an earlier connection get the
-//! confirming batch instead. A batch
+//! still wanted when the WebSocket opens is dropped (unless `sync now` asked
+//! for it), because the WebSocket sends those rows; rows that went out on an
+//! earlier connection get the confirming batch instead. A batch
 //! that confirms nothing, fails or is forbidden (403) backs off like the
 //! WebSocket; a 429 waits its `Retry-After`. A 401 (or an access token past
 //! its expiry) asks for one refresh; a 401 on the token just refreshed is a

@@ -44,6 +44,7 @@ impl Planner {
             return self.batch_backoff(now, Failure::answered(message));
         }
         self.batch.failures = 0;
+        self.batch.asked = false;
         self.batch.next_at = now + self.config.batch_interval;
         // More may wait: a full batch, or events rejected or left out this time.
         self.batch.wanted = full || confirmed < sent;

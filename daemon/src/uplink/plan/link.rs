@@ -21,10 +21,11 @@ impl Planner {
         self.last_error = None;
         // The WebSocket now carries every queued row after the cursor, so a
         // batch wanted while it was down would send those rows a second time
-        // (up to a batch of them after every start with a backlog). Rows
-        // before the cursor went out on an earlier connection, and only a
-        // batch settles them: it comes when it would after a send.
-        if std::mem::take(&mut self.batch.wanted) && self.cursor.is_some() {
+        // (up to a batch of them after every start with a backlog), unless
+        // `sync now` asked for it. Rows before the cursor went out on an
+        // earlier connection, and only a batch settles them: it comes when
+        // it would after a send.
+        if !self.batch.asked && std::mem::take(&mut self.batch.wanted) && self.cursor.is_some() {
             self.confirm_later(now);
         }
     }

@@ -136,6 +136,7 @@ impl Planner {
             Event::Committed => self.batch.wanted = true,
             Event::SyncRequested => {
                 self.batch.wanted = true;
+                self.batch.asked = true;
                 self.ws_pending = true;
                 self.state.retry_ws_by(now);
             }
@@ -159,7 +160,10 @@ impl Planner {
             } => self.ws_sent(now, last, ids, full, bad),
             Event::Frame(inbound) => self.frame(now, inbound, &mut out),
             Event::Unauthorized(path) => self.unauthorized(now, path, &mut out),
-            Event::BatchEmpty => self.batch.wanted = false,
+            Event::BatchEmpty => {
+                self.batch.wanted = false;
+                self.batch.asked = false;
+            }
             Event::BatchAnswered {
                 sent,
                 full,

@@ -115,6 +115,10 @@ impl State {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batches {
     pub wanted: bool,
+    /// `sync now` asked for it: it goes even when the WebSocket opens first,
+    /// because without acks only a batch settles what the WebSocket sent,
+    /// and `kitty-sync sync --wait` waits for that.
+    pub asked: bool,
     pub next_at: Instant,
     /// Batches in a row that failed or confirmed nothing.
     pub failures: u32,
@@ -129,6 +133,7 @@ impl Batches {
     pub fn due(now: Instant, flush_at: Instant) -> Self {
         Self {
             wanted: true,
+            asked: false,
             next_at: now,
             failures: 0,
             confirm_at: None,

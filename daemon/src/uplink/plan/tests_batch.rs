@@ -159,6 +159,21 @@ fn a_websocket_that_opens_at_the_start_carries_the_queue_alone() {
 }
 
 #[test]
+fn sync_now_gets_its_batch_even_when_the_websocket_opens_first() {
+    let mut s = Sim::new(config(5, 300));
+    s.run(secs(2.0), server(down(), 0));
+    assert_ne!(s.state(), ConnectionState::Connected);
+    s.on(Event::SyncRequested);
+    assert_eq!(s.expect(s.at()), Action::OpenWs, "the WebSocket at once");
+    s.on(Event::WsOpened);
+    assert!(matches!(s.expect(s.at()), Action::SendWs { .. }));
+    s.on(sent("a"));
+    // Without acks only a batch settles "a", and `sync --wait` waits for it.
+    assert_eq!(s.expect(s.at()), Action::PostBatch);
+    assert_eq!(s.at(), secs(2.0));
+}
+
+#[test]
 fn sync_now_posts_a_batch_at_once_while_connected() {
     let mut s = Sim::new(config(5, 300));
     s.expect(secs(1.0));
