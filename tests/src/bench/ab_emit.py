@@ -61,7 +61,9 @@ def start_daemon(daemon: str, client: str, root: str, name: str) -> tuple[subpro
             return proc, env
         time.sleep(0.05)
     proc.terminate()
-    sys.exit(f"the daemon {daemon} did not come up; see {home}/daemon.log")
+    proc.wait()
+    with open(os.path.join(home, "daemon.log"), encoding="utf-8", errors="replace") as log:
+        sys.exit(f"the daemon {daemon} did not come up:\n{log.read()[-2000:]}")
 
 
 def main() -> None:
@@ -81,11 +83,15 @@ def main() -> None:
     # Only the compared part differs between the builds' runs.
     clients = [builds[0][1] if args.daemons else b[1] for b in builds]
     daemons = [b[2] for b in builds] if args.daemons else [builds[0][2]]
-    running = [start_daemon(daemon, clients[0], root, str(i)) for i, daemon in enumerate(daemons)]
-    envs = [running[i if args.daemons else 0][1] for i in range(len(builds))]
+    running: list[tuple[subprocess.Popen[bytes], dict[str, str]]] = []
     emits: list[list[tuple[float, float]]] = [[] for _ in builds]
     versions: list[list[float]] = [[] for _ in builds]
+    # A daemon that does not come up, or an emit that fails, exits through
+    # here too: no daemon is left running and no copy of a build left behind.
     try:
+        for i, daemon in enumerate(daemons):
+            running.append(start_daemon(daemon, clients[0], root, str(i)))
+        envs = [running[i if args.daemons else 0][1] for i in range(len(builds))]
         for r in range(args.rounds + WARMUP):
             k = r % len(builds)
             order = list(range(k, len(builds))) + list(range(k))
@@ -99,13 +105,13 @@ def main() -> None:
         for proc, _ in running:
             proc.terminate()
             proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"{args.rounds} rounds, medians (ms)")
     for (name, _, _), e, v in zip(builds, emits, versions, strict=True):
         wall = statistics.median(x[0] for x in e) * 1000
         cpu = statistics.median(x[1] for x in e) * 1000
         ver = statistics.median(v) * 1000
         print(f"{name}: emit {wall:.3f}  --version {ver:.3f}  emit - --version {wall - ver:.3f}  emit CPU {cpu:.3f}")
-    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
